@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
+#
+# Turn the kernel side of gmemuf into a series of patches against the pinned
+# tree, the form in which kernel work is reviewed:
+#
+#   patches.sh <outdir>           write <outdir>/NNNN-*.patch (git am-able)
+#   patches.sh --check <outdir>   run the tree's checkpatch.pl --strict on it
+#
+# kernel/patches/series lists the commits in order, one a line:
+#
+#   <patch file> [<tree path> ...]
+#
+# The patch file, in kernel/patches/, is in `git format-patch` form: its
+# From:, Subject: and message become the commit's, its diff changes upstream
+# files. The tree paths that follow name our own files (kernel/*.c, uapi/...,
+# placed as scripts/kernel.sh overlay-map says) that the same commit adds.
+# Each of our kernel and UAPI files must be added by exactly one commit.
+#
+# The commits are made with git plumbing in a bare repository of the pinned
+# tree kept in the cache, so no work tree is checked out.
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${GMEMUF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gmemuf}
+die() { echo "patches.sh: $*" >&2; exit 1; }
+
+check=0
+if [ "${1:-}" = --check ]; then
+	check=1
+	shift
+fi
+out=${1:?usage: patches.sh [--check] <outdir>}
+
+res=$("$top/scripts/kernel.sh" pristine)
+key=${res%% *} src=${res#* }
+
+if [ $check = 1 ]; then
+	shopt -s nullglob
+	set -- "$out"/*.patch
+	[ $# -gt 0 ] || { echo "  CHECK   no patches in $out"; exit 0; }
+	# checkpatch exits non-zero on any error, warning or (with --strict)
+	# check: the series must be clean of all three.
+	# --no-tree: the series is checked on its own, against $src's rules.
+	"$src/scripts/checkpatch.pl" --strict --no-tree --terse --show-types \
+		"$@" | tee "$out/checkpatch.log" && status=0 || status=$?
+	[ $status = 0 ] || die "checkpatch is not clean ($out/checkpatch.log)"
+	echo "  CHECK   $# patches clean"
+	exit 0
+fi
+
+series="$top/kernel/patches/series"
+rm -rf "$out"
+mkdir -p "$out"
+entries=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$series" 2>/dev/null || true)
+if [ -z "$entries" ]; then
+	echo "  PATCHES none yet (kernel/patches/series is empty)"
+	exit 0
+fi
+
+declare -A from
+while read -r f t; do from[$t]=$f; done < <("$top/scripts/kernel.sh" overlay-map)
+
+# Our kernel files must each belong to one commit.
+declare -A owner
+while read -r p paths; do
+	for t in $paths; do
+		[ -n "${from[$t]:-}" ] || die "series: $p adds $t, which is none of our files"
+		[ -z "${owner[$t]:-}" ] || die "series: $t is added by both ${owner[$t]} and $p"
+		owner[$t]=$p
+	done
+done <<<"$entries"
+for t in "${!from[@]}"; do
+	case ${from[$t]} in
+	kernel/*|uapi/*|Kbuild)
+		[ -n "${owner[$t]:-}" ] || die "${from[$t]} is in no commit of kernel/patches/series" ;;
+	esac
+done
+
+git_dir="$cache/git/$key.git"
+export GIT_DIR="$git_dir"
+if ! git rev-parse -q --verify refs/heads/base >/dev/null 2>&1; then
+	echo "  GIT     base commit of $src (once)"
+	rm -rf "$git_dir"
+	git init -q --bare "$git_dir"
+	export GIT_INDEX_FILE="$git_dir/index.base"
+	GIT_WORK_TREE="$src" git add -A -f .
+	tree=$(git write-tree)
+	base=$(GIT_AUTHOR_NAME=gmemuf GIT_AUTHOR_EMAIL=gmemuf@invalid \
+	       GIT_COMMITTER_NAME=gmemuf GIT_COMMITTER_EMAIL=gmemuf@invalid \
+	       GIT_AUTHOR_DATE='2026-01-01T00:00:00Z' GIT_COMMITTER_DATE='2026-01-01T00:00:00Z' \
+	       git commit-tree -m "Linux $(make -s -C "$src" kernelversion)" "$tree")
+	git update-ref refs/heads/base "$base"
+	rm -f "$GIT_INDEX_FILE"
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export GIT_INDEX_FILE="$tmp/index"
+git read-tree refs/heads/base
+head=$(git rev-parse refs/heads/base)
+while read -r p paths; do
+	pf="$top/kernel/patches/$p"
+	[ -f "$pf" ] || die "series names $p, which does not exist"
+	git mailinfo -b "$tmp/msg" "$tmp/diff" <"$pf" >"$tmp/info"
+	subject=$(sed -n 's/^Subject: //p' "$tmp/info")
+	name=$(sed -n 's/^Author: //p' "$tmp/info")
+	email=$(sed -n 's/^Email: //p' "$tmp/info")
+	[ -n "$subject" ] && [ -n "$name" ] && [ -n "$email" ] ||
+		die "$p: needs From: and Subject: headers"
+	if [ -s "$tmp/diff" ]; then
+		git apply --cached "$tmp/diff" || die "$p does not apply to the series before it"
+	fi
+	for t in $paths; do
+		blob=$(git hash-object -w "$top/${from[$t]}")
+		git update-index --add --cacheinfo 100644,"$blob","$t"
+	done
+	tree=$(git write-tree)
+	head=$({ echo "$subject"; echo; cat "$tmp/msg"; } |
+		GIT_AUTHOR_NAME=$name GIT_AUTHOR_EMAIL=$email \
+		GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email \
+		GIT_AUTHOR_DATE='2026-01-01T00:00:00Z' GIT_COMMITTER_DATE='2026-01-01T00:00:00Z' \
+		git commit-tree -p "$head" "$tree")
+done <<<"$entries"
+git update-ref refs/heads/gmemuf "$head"
+git format-patch -q --no-signature -o "$out" refs/heads/base..refs/heads/gmemuf
+echo "  PATCHES $(ls "$out"/*.patch | wc -l) in $out"

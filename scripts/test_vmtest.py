@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only
+"""Host-side tests of vmtest.py: the console scanner and the result parser,
+on the sample logs of scripts/testdata/. They need no kernel and no VM."""
+
+import io
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vmtest  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata")
+
+
+def lines(name):
+    with open(os.path.join(DATA, name)) as f:
+        return f.read().splitlines()
+
+
+def runlist():
+    return vmtest.read_list(os.path.join(DATA, "runlist"))
+
+
+def statuses(results):
+    return [(r.status, r.name) for r in results]
+
+
+class ScanConsole(unittest.TestCase):
+    def scan(self, name):
+        return vmtest.scan_console(lines(name))
+
+    def test_clean_boot_has_no_report(self):
+        # Includes a "WARNING:" printed by userspace, without a timestamp,
+        # and KASAN's and lockdep's boot banners.
+        self.assertEqual(self.scan("clean.console"), [])
+
+    def test_warn_is_one_report_blamed_on_its_test(self):
+        found = self.scan("warn.console")
+        self.assertEqual(len(found), 1)
+        kind, text, test = found[0]
+        self.assertEqual((kind, test), ("warning", "gmem_canary_test"))
+        self.assertIn("virt/kvm/guest_memfd.c:123", text)
+
+    def test_kasan(self):
+        self.assertEqual([(k, t) for k, _, t in self.scan("kasan.console")],
+                         [("kasan", "guest_memfd_test")])
+
+    def test_lockdep(self):
+        self.assertEqual([(k, t) for k, _, t in self.scan("lockdep.console")],
+                         [("lockdep", "gmem_canary_test")])
+
+    def test_hung_task(self):
+        self.assertEqual([k for k, _, _ in self.scan("hung.console")],
+                         ["hung task"])
+
+    def test_rcu_stall_after_a_test(self):
+        self.assertEqual([(k, t) for k, _, t in self.scan("rcu.console")],
+                         [("rcu stall", "after gmem_canary_test")])
+
+    def test_sleep_in_atomic_oops_and_panic(self):
+        self.assertEqual([k for k, _, _ in self.scan("sleep.console")],
+                         ["bug", "oops", "panic"])
+
+
+class Judge(unittest.TestCase):
+    def test_clean_run(self):
+        res = vmtest.judge(lines("clean.console"), lines("clean.tests"),
+                           runlist())
+        self.assertEqual(statuses(res), [
+            ("pass", "gmem_canary_test: default VM, shared guest_memfd"),
+            ("pass", "gmem_canary_test: sw-protected VM, private guest_memfd"),
+            ("pass", "guest_memfd_test: global.file_read_write"),
+            ("skip", "guest_memfd_test: global.mmap_not_supported"),
+            ("pass", "guest_memfd_test: global.create_flags"),
+        ])
+        out = io.StringIO()
+        self.assertEqual(vmtest.summarize(res, out), 0)
+        self.assertEqual(out.getvalue().splitlines()[-1],
+                         "4 passed, 0 failed, 1 skipped")
+
+    def test_kernel_report_fails_a_passing_run(self):
+        res = vmtest.judge(lines("warn.console"), lines("clean.tests"),
+                           runlist())
+        failed = [r for r in res if r.status == "fail"]
+        self.assertEqual(len(failed), 1)
+        self.assertEqual(failed[0].name,
+                         "kernel warning during gmem_canary_test")
+        out = io.StringIO()
+        self.assertEqual(vmtest.summarize(res, out), 1)
+        tail = out.getvalue().splitlines()
+        self.assertEqual(tail[-1], "4 passed, 1 failed, 1 skipped")
+        self.assertIn("kernel warning during gmem_canary_test", tail[-2])
+
+    def block(self, body, status="0", name="gmem_canary_test"):
+        test = [f"# gmemuf-begin {name}"] + body
+        if status is not None:
+            test.append(f"# gmemuf-end {name} {status}")
+        return vmtest.judge([], test, [(name, 60)])
+
+    def test_not_ok(self):
+        res = self.block(["1..2", "ok 1 a", "not ok 2 b"], status="1")
+        self.assertEqual(statuses(res), [("pass", "gmem_canary_test: a"),
+                                         ("fail", "gmem_canary_test: b")])
+
+    def test_nonzero_exit_without_a_failed_case_fails(self):
+        res = self.block(["1..1", "ok 1 a"], status="139")
+        self.assertEqual(statuses(res)[-1], ("fail", "gmem_canary_test"))
+        self.assertIn("139", res[-1].detail)
+
+    def test_missing_results_fail(self):
+        res = self.block(["1..3", "ok 1 a"])
+        self.assertEqual(res[-1].status, "fail")
+        self.assertIn("1 of 3", res[-1].detail)
+
+    def test_no_tap_uses_exit_status(self):
+        self.assertEqual(statuses(self.block(["hello"], "0")),
+                         [("pass", "gmem_canary_test")])
+        self.assertEqual(statuses(self.block([], "4")),
+                         [("skip", "gmem_canary_test")])
+        self.assertEqual(statuses(self.block([], "2")),
+                         [("fail", "gmem_canary_test")])
+
+    def test_killed_by_timeout(self):
+        res = self.block(["1..2", "ok 1 a"], status="137")
+        self.assertEqual(res[-1].status, "fail")
+        self.assertIn("60 s timeout", res[-1].detail)
+
+    def test_unfinished_and_never_run(self):
+        res = vmtest.judge([], ["# gmemuf-begin gmem_canary_test", "ok 1 a"],
+                           runlist())
+        self.assertEqual(statuses(res), [
+            ("pass", "gmem_canary_test: a"),
+            ("fail", "gmem_canary_test"),
+            ("fail", "guest_memfd_test"),
+        ])
+        self.assertIn("did not finish", res[1].detail)
+        self.assertEqual(res[2].detail, "did not run")
+
+    def test_carriage_returns_from_the_serial_port(self):
+        res = vmtest.judge([], ["# gmemuf-begin gmem_canary_test\r",
+                                "1..1\r", "ok 1 a\r",
+                                "# gmemuf-end gmem_canary_test 0\r"],
+                           [("gmem_canary_test", 60)])
+        self.assertEqual(statuses(res), [("pass", "gmem_canary_test: a")])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)

@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only
+"""Boot the test kernel in QEMU, run the tests inside, and judge the run.
+
+The VM's /init (scripts/vm-init) runs each test of /tests/list and writes
+its output, bracketed by markers, to the second serial port; the kernel
+console goes to the first. This script keeps both in files, turns the test
+output into results (TAP where a test prints it, the exit status where it
+does not), and scans the whole console for kernel reports: any WARN, BUG,
+Oops, KASAN or UBSAN report, lockdep splat, hung task, RCU stall or panic
+fails the run, and is blamed on the test that was running.
+
+It ends with one line, "N passed, N failed, N skipped", and exits 1 if
+anything failed.
+
+  vmtest.py run --kernel BZIMAGE --initrd CPIO --list LIST --logs DIR
+  vmtest.py judge --console FILE --tests FILE --list LIST
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+# A printk line on the console: "[   12.345678] text". Only these are
+# scanned, so that a test printing "WARNING:" cannot fail the run by itself.
+PRINTK = re.compile(r"\[\s*\d+\.\d+\]\s?(?:\[\s*[CT]\d+\]\s?)?(.*)")
+
+# What the debug kernel prints when something is wrong. Each report starts
+# with one of these; the lines after it (the trace) are not matched again.
+REPORTS = [
+    ("lockdep", re.compile(r"possible (circular|recursive) locking|"
+                           r"inconsistent lock state|"
+                           r"suspicious RCU usage|"
+                           r"lockdep is turned off")),
+    ("kasan", re.compile(r"KASAN:")),
+    ("ubsan", re.compile(r"UBSAN:")),
+    ("list corruption", re.compile(r"list_(add|del) corruption")),
+    ("warning", re.compile(r"^WARNING:|^------------\[ cut here \]")),
+    ("bug", re.compile(r"^BUG:|^kernel BUG at")),
+    ("oops", re.compile(r"^Oops|^general protection fault")),
+    ("hung task", re.compile(r"^INFO: task .* blocked for more than")),
+    ("rcu stall", re.compile(r"rcu.*detected stall")),
+    ("panic", re.compile(r"^Kernel panic")),
+]
+
+MARK_BEGIN = re.compile(r"^# gmemuf-begin (\S+)")
+MARK_END = re.compile(r"^# gmemuf-end (\S+) (\S+)")
+KMSG_BEGIN = re.compile(r"gmemuf: begin (\S+)")
+KMSG_END = re.compile(r"gmemuf: end (\S+)")
+TAP = re.compile(r"^(not )?ok\s+(\d+)\s*(?:-\s*)?(.*?)\s*$")
+TAP_DIRECTIVE = re.compile(r"^(.*?)\s*#\s*(SKIP|TODO|XFAIL)\b\s*(.*)$", re.I)
+TAP_PLAN = re.compile(r"^1\.\.(\d+)")
+KSFT_SKIP = 4
+
+
+class Result:
+    def __init__(self, status, name, detail=""):
+        self.status = status  # "pass", "fail" or "skip"
+        self.name = name
+        self.detail = detail
+
+    def line(self):
+        tag = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP"}[self.status]
+        s = f"{tag} {self.name}"
+        return f"{s}: {self.detail}" if self.detail else s
+
+    def __repr__(self):
+        return f"Result({self.status!r}, {self.name!r}, {self.detail!r})"
+
+
+def read_list(path):
+    """The run list: '<name> <timeout> <command...>' lines."""
+    tests = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, timeout = line.split()[:2]
+            tests.append((name, int(timeout)))
+    return tests
+
+
+def scan_console(lines):
+    """Kernel reports in the console, as (kind, text, test) tuples.
+
+    A report is blamed on the test between whose begin and end markers it
+    was printed, on "boot" before the first, or on "after <test>".
+    """
+    found = []
+    current = "boot"
+    for raw in lines:
+        m = PRINTK.search(raw)
+        if not m:
+            continue
+        text = m.group(1).strip()
+        b = KMSG_BEGIN.search(text)
+        if b:
+            current = b.group(1)
+            continue
+        e = KMSG_END.search(text)
+        if e:
+            current = "after " + e.group(1)
+            continue
+        for kind, pattern in REPORTS:
+            if pattern.search(text):
+                found.append((kind, text, current))
+                break
+    # A WARN prints "cut here" and then "WARNING: ...": report it once.
+    out = []
+    for i, (kind, text, test) in enumerate(found):
+        if text.startswith("------------[ cut here ]") and i + 1 < len(found) \
+                and found[i + 1][0] == "warning":
+            continue
+        out.append((kind, text, test))
+    return out
+
+
+def parse_block(name, lines, status, timeout):
+    """Results of one test from its output and exit status."""
+    results = []
+    plan = None
+    for line in lines:
+        p = TAP_PLAN.match(line)
+        if p:
+            plan = int(p.group(1))
+            continue
+        m = TAP.match(line)
+        if not m:
+            continue
+        failed, desc = bool(m.group(1)), m.group(3)
+        d = TAP_DIRECTIVE.match(desc)
+        directive = ""
+        if d:
+            desc, directive, reason = d.group(1), d.group(2).upper(), d.group(3)
+        case = f"{name}: {desc}" if desc else f"{name}: #{m.group(2)}"
+        if directive == "SKIP":
+            results.append(Result("skip", case, reason))
+        elif directive in ("TODO", "XFAIL"):
+            results.append(Result("pass", case, directive.lower()))
+        else:
+            results.append(Result("fail" if failed else "pass", case))
+
+    any_failed = any(r.status == "fail" for r in results)
+    if status is None:
+        results.append(Result("fail", name, "did not finish: the VM stopped"))
+    elif status == "137":
+        results.append(Result("fail", name,
+                              f"killed: past its {timeout} s timeout"))
+    elif not results:
+        if status == "0":
+            results.append(Result("pass", name))
+        elif status == str(KSFT_SKIP):
+            results.append(Result("skip", name, "skipped as a whole"))
+        else:
+            results.append(Result("fail", name, f"exit status {status}"))
+    elif status not in ("0", str(KSFT_SKIP)) and not any_failed:
+        results.append(Result("fail", name,
+                              f"exit status {status} after its results"))
+    elif plan is not None and len(results) < plan and not any_failed:
+        results.append(Result("fail", name,
+                              f"{len(results)} of {plan} planned results"))
+    return results
+
+
+def judge(console_lines, test_lines, tests):
+    """All results of a run: the tests', then one per kernel report."""
+    blocks = {}
+    cur = None
+    for raw in test_lines:
+        line = raw.rstrip("\r\n").replace("\r", "")
+        b = MARK_BEGIN.match(line)
+        if b:
+            cur = b.group(1)
+            blocks[cur] = {"lines": [], "status": None}
+            continue
+        e = MARK_END.match(line)
+        if e and e.group(1) in blocks:
+            blocks[e.group(1)]["status"] = e.group(2)
+            cur = None
+            continue
+        if cur:
+            blocks[cur]["lines"].append(line)
+
+    results = []
+    for name, timeout in tests:
+        if name not in blocks:
+            results.append(Result("fail", name, "did not run"))
+            continue
+        blk = blocks[name]
+        results.extend(parse_block(name, blk["lines"], blk["status"], timeout))
+
+    for kind, text, test in scan_console(console_lines):
+        results.append(Result("fail", f"kernel {kind} during {test}", text))
+    return results
+
+
+def summarize(results, out=sys.stdout):
+    for r in results:
+        if r.status != "pass" or os.environ.get("VERBOSE"):
+            print(r.line(), file=out)
+    failed = [r for r in results if r.status == "fail"]
+    n = {s: sum(1 for r in results if r.status == s)
+         for s in ("pass", "fail", "skip")}
+    if failed:
+        names = sorted({r.name.split(":")[0] for r in failed})
+        print("failed: " + ", ".join(names), file=out)
+    print(f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped",
+          file=out)
+    return 1 if failed else 0
+
+
+def qemu_command(args, test_log):
+    append = ["console=ttyS0", "panic=-1", "loglevel=6",
+              f"gmemuf.mode={args.mode}",
+              f"gmemuf.timeout_scale={args.timeout_scale}"]
+    if args.only:
+        append.append(f"gmemuf.only={args.only}")
+    if args.append:
+        append.append(args.append)
+    return [args.qemu, "-M", "q35", "-cpu", "max", "-smp", "2", "-m", "2G",
+            "-nographic", "-no-reboot", "-monitor", "none",
+            "-kernel", args.kernel, "-initrd", args.initrd,
+            "-append", " ".join(append),
+            "-serial", "stdio", "-serial", f"file:{test_log}"]
+
+
+def run(args):
+    os.makedirs(args.logs, exist_ok=True)
+    console_log = os.path.join(args.logs, "console.log")
+    test_log = os.path.join(args.logs, "tests.log")
+    for f in (console_log, test_log):
+        if os.path.exists(f):
+            os.unlink(f)
+    tests = read_list(args.list)
+    if args.only:
+        tests = [t for t in tests if args.only in t[0]]
+    cmd = qemu_command(args, test_log)
+    with open(os.path.join(args.logs, "qemu.cmd"), "w") as f:
+        f.write(" ".join(cmd) + "\n")
+
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def pump():
+        with open(console_log, "wb") as log:
+            for raw in proc.stdout:
+                log.write(raw)
+                log.flush()
+                line = raw.decode("utf-8", "replace").rstrip()
+                m = PRINTK.search(line)
+                text = m.group(1) if m else ""
+                e = re.search(r"gmemuf: end (\S+) (\S+)", text)
+                if args.mode == "demo" and not m:
+                    print(line, flush=True)
+                elif e:
+                    st = {"0": "ok", "4": "skip"}.get(e.group(2),
+                                                      "status " + e.group(2))
+                    print(f"[{time.monotonic() - start:6.1f}s] "
+                          f"{e.group(1)}: {st}", flush=True)
+                elif any(p.search(text) for _, p in REPORTS):
+                    print(f"[{time.monotonic() - start:6.1f}s] kernel: {text}",
+                          flush=True)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        proc.wait()
+    reader.join(timeout=10)
+
+    with open(console_log, errors="replace") as f:
+        console = f.read().splitlines()
+    try:
+        with open(test_log, errors="replace") as f:
+            test_lines = f.read().splitlines()
+    except FileNotFoundError:
+        test_lines = []
+
+    if args.mode == "demo":
+        ok = any("gmemuf: demo end 0" in line for line in console)
+        reports = scan_console(console)
+        for kind, text, _ in reports:
+            print(f"FAIL kernel {kind}: {text}")
+        if timed_out:
+            print(f"FAIL the demo VM did not finish in {args.timeout} s")
+        return 0 if ok and not reports and not timed_out else 1
+
+    results = judge(console, test_lines, tests)
+    finished = any(line.startswith("# gmemuf-done") for line in test_lines)
+    if timed_out:
+        results.append(Result("fail", "vm",
+                              f"did not finish in {args.timeout} s, killed"))
+    elif not finished:
+        results.append(Result("fail", "vm", "stopped before the tests ended"))
+    if timed_out or not finished:
+        print("--- last console lines ---")
+        print("\n".join(console[-25:]))
+        print("---")
+    print(f"logs: {console_log} (console), {test_log} (tests)")
+    return summarize(results)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="boot the VM and run the tests")
+    r.add_argument("--kernel", required=True)
+    r.add_argument("--initrd", required=True)
+    r.add_argument("--list", required=True, help="the run list")
+    r.add_argument("--logs", required=True, help="directory for the logs")
+    r.add_argument("--timeout", type=int, default=1800,
+                   help="seconds for the whole VM run")
+    r.add_argument("--timeout-scale", type=int, default=1)
+    r.add_argument("--only", help="run the tests whose name contains this")
+    r.add_argument("--mode", default="test", choices=("test", "demo"))
+    r.add_argument("--append", help="more kernel command line")
+    r.add_argument("--qemu", default="qemu-system-x86_64")
+    j = sub.add_parser("judge", help="judge the logs of a finished run")
+    j.add_argument("--console", required=True)
+    j.add_argument("--tests", required=True)
+    j.add_argument("--list", required=True)
+    args = ap.parse_args()
+
+    if args.cmd == "run":
+        return run(args)
+    with open(args.console, errors="replace") as f:
+        console = f.read().splitlines()
+    with open(args.tests, errors="replace") as f:
+        test_lines = f.read().splitlines()
+    return summarize(judge(console, test_lines, read_list(args.list)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
