@@ -27,7 +27,7 @@ UPSTREAM_KVM_TESTS := guest_memfd_test
 OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/*_test.c))
 
 .PHONY: all help deps kernel kernel-release headers tests initramfs check \
-	check-host check-vm demo shell patches checkpatch clean distclean
+	check-host check-harness check-vm demo shell patches checkpatch clean distclean
 
 all: tests
 
@@ -73,11 +73,15 @@ initramfs: tests
 		$$(awk '!/^#/ && NF { print "$(O)/tests/" $$3 }' $(RUN_LIST) | sort -u)
 	@echo "  INITRD  $(O)/initramfs.cpio.gz"
 
-check: check-host check-vm
+check: check-host check-harness check-vm
 
 # The harness's own tests, on the host: they need no kernel.
 check-host:
 	@python3 scripts/test_vmtest.py
+
+# The harness in the VM, on tests made to fail: proves a failure is seen.
+check-harness: kernel | $(O)
+	@scripts/check-harness.sh $$(cat $(O)/bzImage-debug.path) $(O)/harness
 
 check-vm: kernel initramfs
 	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \

@@ -13,7 +13,7 @@ pkgs=(
 	# the test VM
 	qemu-system-x86 busybox-static file
 	# the library, the tests, the examples
-	liburing-dev libcap-dev pkg-config iproute2
+	liburing-dev libcap-dev uuid-dev pkg-config iproute2
 )
 
 missing=()

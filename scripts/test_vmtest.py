@@ -147,4 +147,9 @@ class Judge(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=1)
+    prog = unittest.main(verbosity=1, exit=False)
+    r = prog.result
+    bad = len(r.failures) + len(r.errors)
+    print(f"{r.testsRun - bad - len(r.skipped)} passed, {bad} failed, "
+          f"{len(r.skipped)} skipped")
+    sys.exit(1 if bad else 0)
