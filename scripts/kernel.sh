@@ -49,7 +49,8 @@ fetch_debian_tarball() {
 		    -o "Dir::Cache=$apt"
 		    -o "Dir::Cache::archives=$apt/archives"
 		    -o "Debug::NoLocking=1"
-		    -o "APT::Get::List-Cleanup=0")
+		    -o "APT::Get::List-Cleanup=0"
+		    -o "APT::Sandbox::User=root")
 	deb=$(ls "$cache"/dl/linux-source-7.3_*.deb 2>/dev/null | tail -n1 || true)
 	if [ -z "$deb" ]; then
 		log "FETCH   linux-source-7.3 (trixie-backports)"
