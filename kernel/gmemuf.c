@@ -1,0 +1,422 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * gmemuf: the userfault mode of guest_memfd.
+ *
+ * A guest_memfd created with GUEST_MEMFD_FLAG_USERFAULT has a bitmap with one
+ * bit per page, set while the page is missing. Every page starts missing. An
+ * access to a missing page waits for its bit to clear; populating the page
+ * (write_iter, GMEMUF_IOC_ZERO) or disarming it clears the bit and wakes the
+ * waiters.
+ *
+ * Waiting and waking use the kernel's hashed bit wait queues, keyed by the
+ * bitmap word and bit: a waiter sleeps on its page alone, and a wake touches
+ * only the waiters of the pages it resolved, never a queue for the whole
+ * file.
+ *
+ * Locking:
+ *  - The bitmap is read without locks on the fault paths.
+ *  - Bits are set only with the mapping's invalidate_lock held exclusive
+ *    (GMEMUF_IOC_ARM), together with the truncation of the pages, so that no
+ *    populate can fill a page that the arm is about to drop.
+ *  - Bits are cleared with atomic bitops, with invalidate_lock held shared
+ *    (populate, disarm). A populate clears the bit of a page with the folio
+ *    locked, after the data is in place and the folio uptodate, so that of
+ *    two populates of one page only the first writes it and a woken waiter
+ *    finds the data.
+ */
+#include <linux/capability.h>
+#include <linux/file.h>
+#include <linux/kvm_host.h>
+#include <linux/pagemap.h>
+#include <linux/sched/signal.h>
+#include <linux/uio.h>
+#include <linux/userfaultfd_k.h>
+#include <linux/wait_bit.h>
+#include <uapi/linux/gmemuf.h>
+
+#include "gmemuf.h"
+
+static inline struct gmemuf *GMEMUF(struct inode *inode)
+{
+	return inode->i_private;
+}
+
+static bool gmemuf_kernel_faults_allowed(void)
+{
+#ifdef CONFIG_USERFAULTFD
+	return userfaultfd_syscall_allowed(0);
+#else
+	return capable(CAP_SYS_PTRACE);
+#endif
+}
+
+/*
+ * Mark @index present and wake its waiters. The release orders the page's
+ * contents, and its uptodate flag, before the bit; the waiters' acquire in
+ * wait_on_bit() pairs with it.
+ */
+static void gmemuf_resolve(struct gmemuf *uf, pgoff_t index)
+{
+	clear_and_wake_up_bit(gmemuf_bit(index), gmemuf_word(uf, index));
+}
+
+int gmemuf_create(struct inode *inode)
+{
+	pgoff_t nr_pages = i_size_read(inode) >> PAGE_SHIFT;
+	struct gmemuf *uf;
+
+	uf = kzalloc_obj(*uf);
+	if (!uf)
+		return -ENOMEM;
+
+	uf->missing = kvmalloc_array(BITS_TO_LONGS(nr_pages),
+				     sizeof(unsigned long), GFP_KERNEL_ACCOUNT);
+	if (!uf->missing) {
+		kfree(uf);
+		return -ENOMEM;
+	}
+	bitmap_fill(uf->missing, nr_pages);
+	uf->nr_pages = nr_pages;
+	uf->kernel_faults = gmemuf_kernel_faults_allowed();
+
+	inode->i_private = uf;
+	return 0;
+}
+
+void gmemuf_destroy(struct inode *inode)
+{
+	struct gmemuf *uf = GMEMUF(inode);
+
+	if (!uf)
+		return;
+
+	inode->i_private = NULL;
+	kvfree(uf->missing);
+	kfree(uf);
+}
+
+/*
+ * The wait of a task that faulted on a mapping of a page that
+ * gmemuf_page_missing() found missing, modelled on handle_userfault(): drop
+ * the mmap (or VMA) lock, sleep until the page is there, and have the fault
+ * retried.
+ */
+vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
+{
+	struct file *file = vmf->vma->vm_file;
+	struct gmemuf *uf = GMEMUF(file_inode(file));
+	pgoff_t index = vmf->pgoff;
+	unsigned int state;
+
+	/* Populated since the caller looked: have the access retried. */
+	if (!gmemuf_missing(uf, index))
+		return VM_FAULT_NOPAGE;
+
+	/* No waiting for the final exit of a task or for a core dump. */
+	if (current->flags & (PF_EXITING | PF_DUMPCORE))
+		return VM_FAULT_SIGBUS;
+
+	/* Kernel-mode faults fail at once (EFAULT) unless allowed to wait. */
+	if (!(vmf->flags & FAULT_FLAG_USER) && !uf->kernel_faults)
+		return VM_FAULT_SIGBUS;
+
+	/* A fault that cannot drop the mmap lock must not wait holding it. */
+	if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY))
+		return VM_FAULT_SIGBUS;
+
+	if (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)
+		return VM_FAULT_RETRY;
+
+	state = vmf->flags & FAULT_FLAG_INTERRUPTIBLE ? TASK_INTERRUPTIBLE :
+							TASK_KILLABLE;
+
+	/*
+	 * Once the fault lock is dropped the VMA, and the last other reference
+	 * to the file, may go: hold the file, and with it uf, over the wait.
+	 */
+	get_file(file);
+	release_fault_lock(vmf);
+	wait_on_bit(gmemuf_word(uf, index), gmemuf_bit(index), state);
+	fput(file);
+
+	return VM_FAULT_RETRY;
+}
+
+/*
+ * Populate the missing page @index, from @from or with zeroes if @from is
+ * NULL. Returns 0, -EEXIST if the page is present, -EFAULT if @from could not
+ * be read, or another error from allocating the folio. Called with the
+ * mapping's invalidate_lock held shared.
+ */
+static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
+				pgoff_t index, struct iov_iter *from)
+{
+	struct folio *folio;
+	int r = 0;
+
+	if (!gmemuf_missing(uf, index))
+		return -EEXIST;
+
+	folio = kvm_gmem_get_folio(inode, index);
+	if (IS_ERR(folio))
+		return PTR_ERR(folio);
+
+	/* Recheck under the folio lock: another populate may have won. */
+	if (!gmemuf_missing(uf, index)) {
+		r = -EEXIST;
+		goto out;
+	}
+
+	if (from) {
+		/*
+		 * The source was faulted in by the caller, but it may be gone
+		 * again; page faults are not taken with the folio locked.
+		 */
+		if (copy_folio_from_iter_atomic(folio, 0, PAGE_SIZE, from) !=
+		    PAGE_SIZE) {
+			r = -EAGAIN;
+			goto out;
+		}
+	} else {
+		folio_zero_range(folio, 0, PAGE_SIZE);
+	}
+
+	folio_mark_uptodate(folio);
+	gmemuf_resolve(uf, index);
+out:
+	folio_unlock(folio);
+	folio_put(folio);
+	return r;
+}
+
+/*
+ * Populate [start, end) page by page. Returns the number of pages populated,
+ * or the error of the first page if none was.
+ */
+static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
+			    pgoff_t start, pgoff_t end, struct iov_iter *from)
+{
+	struct address_space *mapping = inode->i_mapping;
+	pgoff_t index = start;
+	int r = 0;
+
+	while (index < end) {
+		size_t before = from ? iov_iter_count(from) : 0;
+
+		if (fatal_signal_pending(current)) {
+			r = -EINTR;
+			break;
+		}
+
+		/* Fault the source in before taking any lock. */
+		if (from && fault_in_iov_iter_readable(from, PAGE_SIZE) ==
+			    PAGE_SIZE) {
+			r = -EFAULT;
+			break;
+		}
+
+		filemap_invalidate_lock_shared(mapping);
+		r = gmemuf_populate_page(uf, inode, index, from);
+		filemap_invalidate_unlock_shared(mapping);
+
+		if (r == -EAGAIN) {
+			/* The source went away under us: fault it in again. */
+			iov_iter_revert(from, before - iov_iter_count(from));
+			continue;
+		}
+		if (r)
+			break;
+
+		index++;
+		cond_resched();
+	}
+
+	return index > start ? index - start : r;
+}
+
+ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	struct inode *inode = file_inode(iocb->ki_filp);
+	struct gmemuf *uf = GMEMUF(inode);
+	loff_t pos = iocb->ki_pos;
+	size_t len = iov_iter_count(from);
+	long done;
+
+	if (!uf)
+		return -EINVAL;
+
+	if (!len)
+		return 0;
+
+	if (!PAGE_ALIGNED(pos) || !PAGE_ALIGNED(len) || pos < 0 ||
+	    len > i_size_read(inode) || pos > i_size_read(inode) - len)
+		return -EINVAL;
+
+	done = gmemuf_populate(uf, inode, pos >> PAGE_SHIFT,
+			       (pos + len) >> PAGE_SHIFT, from);
+	if (done <= 0)
+		return done;
+
+	iocb->ki_pos += done << PAGE_SHIFT;
+	return done << PAGE_SHIFT;
+}
+
+/* Validate a range from userspace and turn it into pages. */
+static int gmemuf_get_range(struct inode *inode, u64 offset, u64 len,
+			    pgoff_t *start, pgoff_t *end)
+{
+	u64 size = i_size_read(inode);
+
+	if (!len || !PAGE_ALIGNED(offset) || !PAGE_ALIGNED(len) ||
+	    len > size || offset > size - len)
+		return -EINVAL;
+
+	*start = offset >> PAGE_SHIFT;
+	*end = (offset + len) >> PAGE_SHIFT;
+	return 0;
+}
+
+static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
+		       pgoff_t end)
+{
+	struct address_space *mapping = inode->i_mapping;
+
+	/*
+	 * Exclusive: populates hold the lock shared, so none is half way
+	 * through a page that this drops. Faults need no lock: one that sees
+	 * a page missing waits, and one that does not has its mapping zapped
+	 * by the truncation below.
+	 */
+	filemap_invalidate_lock(mapping);
+	bitmap_set(uf->missing, start, end - start);
+	kvm_gmem_truncate_range(inode, start, end);
+	filemap_invalidate_unlock(mapping);
+	return 0;
+}
+
+static long gmemuf_disarm(struct gmemuf *uf, struct inode *inode,
+			  pgoff_t start, pgoff_t end)
+{
+	struct address_space *mapping = inode->i_mapping;
+	unsigned long index;
+
+	filemap_invalidate_lock_shared(mapping);
+	index = start;
+	for_each_set_bit_from(index, uf->missing, end) {
+		gmemuf_resolve(uf, index);
+		cond_resched();
+	}
+	filemap_invalidate_unlock_shared(mapping);
+	return 0;
+}
+
+static long gmemuf_wake(struct gmemuf *uf, pgoff_t start, pgoff_t end)
+{
+	pgoff_t index;
+
+	for (index = start; index < end; index++) {
+		wake_up_bit(gmemuf_word(uf, index), gmemuf_bit(index));
+		cond_resched();
+	}
+	return 0;
+}
+
+static long gmemuf_ioctl_range(struct gmemuf *uf, struct inode *inode,
+			       unsigned int ioctl, void __user *argp)
+{
+	struct gmemuf_range range;
+	pgoff_t start, end;
+	long r;
+
+	if (copy_from_user(&range, argp, sizeof(range)))
+		return -EFAULT;
+
+	if (range.flags || range.done)
+		return -EINVAL;
+
+	r = gmemuf_get_range(inode, range.offset, range.len, &start, &end);
+	if (r)
+		return r;
+
+	switch (ioctl) {
+	case GMEMUF_IOC_ARM:
+		return gmemuf_arm(uf, inode, start, end);
+	case GMEMUF_IOC_DISARM:
+		return gmemuf_disarm(uf, inode, start, end);
+	case GMEMUF_IOC_WAKE:
+		return gmemuf_wake(uf, start, end);
+	case GMEMUF_IOC_ZERO:
+		r = gmemuf_populate(uf, inode, start, end, NULL);
+		range.done = r > 0 ? (u64)r << PAGE_SHIFT : 0;
+		if (copy_to_user(argp, &range, sizeof(range)))
+			return -EFAULT;
+		return r < 0 ? r : 0;
+	}
+	return -ENOTTY;
+}
+
+static long gmemuf_get_bitmap(struct gmemuf *uf, struct inode *inode,
+			      void __user *argp)
+{
+	struct gmemuf_bitmap arg;
+	u64 __user *ubitmap;
+	pgoff_t start, end, index;
+	u64 word;
+	long r;
+
+	if (copy_from_user(&arg, argp, sizeof(arg)))
+		return -EFAULT;
+
+	if (arg.missing)
+		return -EINVAL;
+
+	r = gmemuf_get_range(inode, arg.offset, arg.len, &start, &end);
+	if (r)
+		return r;
+
+	ubitmap = u64_to_user_ptr(arg.bitmap);
+	for (index = start; index < end; index += 64) {
+		unsigned int n = min_t(pgoff_t, 64, end - index);
+		unsigned int i;
+
+		word = 0;
+		for (i = 0; i < n; i++)
+			if (gmemuf_missing(uf, index + i))
+				word |= BIT_ULL(i);
+
+		arg.missing += hweight64(word);
+		if (ubitmap && put_user(word, ubitmap++))
+			return -EFAULT;
+		cond_resched();
+	}
+
+	if (copy_to_user(argp, &arg, sizeof(arg)))
+		return -EFAULT;
+	return 0;
+}
+
+long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
+{
+	struct inode *inode = file_inode(file);
+	struct gmemuf *uf = GMEMUF(inode);
+	void __user *argp = (void __user *)arg;
+
+	if (!uf)
+		return -ENOTTY;
+
+	switch (ioctl) {
+	case GMEMUF_IOC_ARM:
+	case GMEMUF_IOC_DISARM:
+	case GMEMUF_IOC_ZERO:
+	case GMEMUF_IOC_WAKE:
+		return gmemuf_ioctl_range(uf, inode, ioctl, argp);
+	case GMEMUF_IOC_GET_BITMAP:
+		return gmemuf_get_bitmap(uf, inode, argp);
+	}
+	return -ENOTTY;
+}
+
+u64 gmemuf_features(void)
+{
+	return GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE;
+}

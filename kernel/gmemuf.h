@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * gmemuf: the userfault mode of guest_memfd, as guest_memfd.c sees it.
+ *
+ * A userfault guest_memfd keeps its struct gmemuf in the inode's i_private;
+ * every other guest_memfd has NULL there, which is all the fault paths test
+ * before going on as they always did.
+ */
+#ifndef __KVM_GMEMUF_H__
+#define __KVM_GMEMUF_H__
+
+#include <linux/bitops.h>
+#include <linux/fs.h>
+#include <linux/mm_types.h>
+
+#ifdef CONFIG_KVM_GMEMUF
+struct gmemuf {
+	/* One bit per page, set while the page is missing. */
+	unsigned long *missing;
+	pgoff_t nr_pages;
+	/*
+	 * Whether kernel-mode faults (uaccess to a mapping of a missing page)
+	 * may wait, decided when the file is created, as for userfaultfd: they
+	 * can stall kernel code for as long as userspace chooses.
+	 */
+	bool kernel_faults;
+};
+
+/* The word and bit of page @index, which key its wait queue too. */
+static inline unsigned long *gmemuf_word(struct gmemuf *uf, pgoff_t index)
+{
+	return &uf->missing[BIT_WORD(index)];
+}
+
+static inline int gmemuf_bit(pgoff_t index)
+{
+	return index % BITS_PER_LONG;
+}
+
+static inline bool gmemuf_missing(struct gmemuf *uf, pgoff_t index)
+{
+	return test_bit_acquire(gmemuf_bit(index), gmemuf_word(uf, index));
+}
+
+/* The one test on every fault path: is this a missing page? */
+static inline bool gmemuf_page_missing(struct inode *inode, pgoff_t index)
+{
+	struct gmemuf *uf = inode->i_private;
+
+	return unlikely(uf) && gmemuf_missing(uf, index);
+}
+
+int gmemuf_create(struct inode *inode);
+void gmemuf_destroy(struct inode *inode);
+vm_fault_t gmemuf_fault_user(struct vm_fault *vmf);
+long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg);
+ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from);
+u64 gmemuf_features(void);
+#else
+static inline int gmemuf_create(struct inode *inode)
+{
+	return -EINVAL;
+}
+
+static inline void gmemuf_destroy(struct inode *inode) {}
+
+static inline bool gmemuf_page_missing(struct inode *inode, pgoff_t index)
+{
+	return false;
+}
+
+static inline vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
+{
+	return VM_FAULT_SIGBUS;
+}
+
+static inline u64 gmemuf_features(void)
+{
+	return 0;
+}
+
+#define gmemuf_ioctl		NULL
+#define gmemuf_write_iter	NULL
+#endif /* CONFIG_KVM_GMEMUF */
+
+/* Provided by guest_memfd.c. */
+struct folio *kvm_gmem_get_folio(struct inode *inode, pgoff_t index);
+void kvm_gmem_truncate_range(struct inode *inode, pgoff_t start, pgoff_t end);
+
+#endif /* __KVM_GMEMUF_H__ */

@@ -1,0 +1,669 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * gmemuf_test: the userfault mode of guest_memfd, through its file: the
+ * creation flag and feature probe, the missing bitmap, populate with
+ * pwrite()/pwritev()/io_uring writes and GMEMUF_IOC_ZERO, arm, disarm and
+ * wake, faults on a mapping of a missing page (user and kernel mode, the
+ * capability rule), kill of a waiting task, hole punching, and the errno of
+ * every bad input.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <liburing.h>
+#include <sys/capability.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <linux/falloc.h>
+#include <linux/gmemuf.h>
+#include <linux/kvm.h>
+
+#include "kselftest_harness.h"
+
+#define PAGE		4096UL
+#define NPAGES		64UL
+#define SIZE		(NPAGES * PAGE)
+
+static int kvm_fd = -1;
+
+static int create_vm(void)
+{
+	if (kvm_fd < 0)
+		kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm_fd < 0)
+		return -1;
+	return ioctl(kvm_fd, KVM_CREATE_VM, 0);
+}
+
+static int create_gmem(int vm, __u64 size, __u64 flags)
+{
+	struct kvm_create_guest_memfd args = { .size = size, .flags = flags };
+
+	return ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
+}
+
+#define UF_FLAGS (GUEST_MEMFD_FLAG_USERFAULT | GUEST_MEMFD_FLAG_MMAP | \
+		  GUEST_MEMFD_FLAG_INIT_SHARED)
+
+static int range_ioctl(int fd, unsigned long ioctl_nr, __u64 offset,
+		       __u64 len, __u64 *done)
+{
+	struct gmemuf_range r = { .offset = offset, .len = len };
+	int ret = ioctl(fd, ioctl_nr, &r);
+
+	if (done)
+		*done = r.done;
+	return ret;
+}
+
+static __u64 count_missing(int fd, __u64 offset, __u64 len, __u64 *bitmap)
+{
+	struct gmemuf_bitmap b = {
+		.offset = offset, .len = len, .bitmap = (__u64)(uintptr_t)bitmap,
+	};
+
+	if (ioctl(fd, GMEMUF_IOC_GET_BITMAP, &b))
+		return (__u64)-1;
+	return b.missing;
+}
+
+static void fill(void *buf, size_t len, unsigned int seed)
+{
+	unsigned int *p = buf;
+	size_t i;
+
+	for (i = 0; i < len / sizeof(*p); i++)
+		p[i] = seed * 2654435761u + i;
+}
+
+static bool check(const void *buf, size_t len, unsigned int seed)
+{
+	const unsigned int *p = buf;
+	size_t i;
+
+	for (i = 0; i < len / sizeof(*p); i++)
+		if (p[i] != seed * 2654435761u + i)
+			return false;
+	return true;
+}
+
+static bool all_zero(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* An address where nothing is mapped. */
+static void *unmapped_page(void)
+{
+	void *p = mmap(NULL, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+
+	munmap(p, PAGE);
+	return p;
+}
+
+static ssize_t populate(int fd, unsigned long page, unsigned int seed)
+{
+	static __thread char buf[PAGE];
+
+	fill(buf, PAGE, seed);
+	return pwrite(fd, buf, PAGE, page * PAGE);
+}
+
+/*
+ * Wait until the task of /proc/@stat sleeps, which for the tasks of these
+ * tests means that it waits for a missing page. Bounded: 20 s.
+ */
+static bool stat_sleeping(const char *path)
+{
+	char buf[512], *p;
+	int i, fd;
+	ssize_t n;
+
+	for (i = 0; i < 20000; i++) {
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			return false;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			return false;
+		buf[n] = 0;
+		p = strrchr(buf, ')');
+		if (p && (p[2] == 'S' || p[2] == 'D'))
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+/* A thread of this process. */
+static bool wait_sleeping(pid_t tid)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	return stat_sleeping(path);
+}
+
+/* A child process. */
+static bool child_sleeping(pid_t pid)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	return stat_sleeping(path);
+}
+
+/* A thread that reads, or writes to a pipe from, a page of a mapping. */
+struct toucher {
+	pthread_t thread;
+	_Atomic pid_t tid;
+	void *addr;
+	bool via_kernel;	/* write(pipe, addr) instead of a load */
+	int pipe[2];
+	unsigned char copy[PAGE];
+	ssize_t result;
+	int err;
+};
+
+static void *toucher_fn(void *arg)
+{
+	struct toucher *t = arg;
+
+	t->tid = gettid();
+	if (t->via_kernel) {
+		t->result = write(t->pipe[1], t->addr, PAGE);
+		t->err = errno;
+	} else {
+		memcpy(t->copy, t->addr, PAGE);
+		t->result = PAGE;
+	}
+	return NULL;
+}
+
+static void toucher_start(struct toucher *t, void *addr, bool via_kernel)
+{
+	memset(t, 0, sizeof(*t));
+	t->addr = addr;
+	t->via_kernel = via_kernel;
+	if (via_kernel && pipe2(t->pipe, 0))
+		abort();
+	if (via_kernel)
+		fcntl(t->pipe[1], F_SETPIPE_SZ, 2 * PAGE);
+	pthread_create(&t->thread, NULL, toucher_fn, t);
+	while (!t->tid)
+		usleep(100);
+}
+
+static void toucher_join(struct toucher *t)
+{
+	pthread_join(t->thread, NULL);
+	if (t->via_kernel && t->result == PAGE &&
+	    read(t->pipe[0], t->copy, PAGE) != PAGE)
+		t->result = -1;
+	if (t->via_kernel) {
+		close(t->pipe[0]);
+		close(t->pipe[1]);
+	}
+}
+
+FIXTURE(uf) {
+	int vm;
+	int fd;
+	char *mem;
+};
+
+FIXTURE_SETUP(uf)
+{
+	self->vm = create_vm();
+	ASSERT_GE(self->vm, 0) TH_LOG("KVM_CREATE_VM: %s", strerror(errno));
+	self->fd = create_gmem(self->vm, SIZE, UF_FLAGS);
+	ASSERT_GE(self->fd, 0) TH_LOG("userfault guest_memfd: %s",
+				      strerror(errno));
+	self->mem = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 self->fd, 0);
+	ASSERT_NE(self->mem, MAP_FAILED);
+}
+
+FIXTURE_TEARDOWN(uf)
+{
+	munmap(self->mem, SIZE);
+	close(self->fd);
+	close(self->vm);
+}
+
+TEST(probe)
+{
+	int vm = create_vm();
+
+	ASSERT_GE(vm, 0);
+	EXPECT_TRUE(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_FLAGS) &
+		    GUEST_MEMFD_FLAG_USERFAULT);
+	EXPECT_EQ(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_USERFAULT),
+		  (int)(GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE));
+	close(vm);
+}
+
+TEST_F(uf, starts_missing)
+{
+	__u64 bitmap[2] = { 0, 0 };
+
+	EXPECT_EQ(count_missing(self->fd, 0, SIZE, bitmap), NPAGES);
+	EXPECT_EQ(bitmap[0], ~0ULL);
+	/* A range not a multiple of 64 pages: the bits past it are clear. */
+	EXPECT_EQ(count_missing(self->fd, PAGE, 3 * PAGE, bitmap), 3);
+	EXPECT_EQ(bitmap[0], 7ULL);
+	/* bitmap == 0 only counts. */
+	EXPECT_EQ(count_missing(self->fd, 0, SIZE, NULL), NPAGES);
+}
+
+TEST_F(uf, pwrite_populates_once)
+{
+	__u64 bitmap = 0;
+	char buf[PAGE];
+
+	EXPECT_EQ(populate(self->fd, 3, 3), PAGE);
+	EXPECT_TRUE(check(self->mem + 3 * PAGE, PAGE, 3));
+	EXPECT_EQ(count_missing(self->fd, 0, SIZE, &bitmap), NPAGES - 1);
+	EXPECT_EQ(bitmap, ~(1ULL << 3));
+
+	/* Present: EEXIST, and the page keeps its contents. */
+	EXPECT_EQ(populate(self->fd, 3, 99), -1);
+	EXPECT_EQ(errno, EEXIST);
+	EXPECT_TRUE(check(self->mem + 3 * PAGE, PAGE, 3));
+
+	/* Not page aligned, or past the end: EINVAL. */
+	fill(buf, PAGE, 1);
+	EXPECT_EQ(pwrite(self->fd, buf, PAGE, 100), -1);
+	EXPECT_EQ(errno, EINVAL);
+	EXPECT_EQ(pwrite(self->fd, buf, 100, 0), -1);
+	EXPECT_EQ(errno, EINVAL);
+	EXPECT_EQ(pwrite(self->fd, buf, PAGE, SIZE), -1);
+	EXPECT_EQ(errno, EINVAL);
+	/* A source that cannot be read: EFAULT, and the page stays missing. */
+	EXPECT_EQ(pwrite(self->fd, unmapped_page(), PAGE, 0), -1);
+	EXPECT_EQ(errno, EFAULT);
+	EXPECT_EQ(count_missing(self->fd, 0, PAGE, NULL), 1);
+}
+
+TEST_F(uf, pwritev_short_at_present_page)
+{
+	static char bufs[4][PAGE];
+	struct iovec iov[4];
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		fill(bufs[i], PAGE, 10 + i);
+		iov[i].iov_base = bufs[i];
+		iov[i].iov_len = PAGE;
+	}
+	/* Page 12 present: a write of 10..13 stops after 10 and 11. */
+	ASSERT_EQ(populate(self->fd, 12, 7), PAGE);
+	EXPECT_EQ(pwritev(self->fd, iov, 4, 10 * PAGE), 2 * PAGE);
+	EXPECT_TRUE(check(self->mem + 10 * PAGE, PAGE, 10));
+	EXPECT_TRUE(check(self->mem + 11 * PAGE, PAGE, 11));
+	EXPECT_TRUE(check(self->mem + 12 * PAGE, PAGE, 7));
+	EXPECT_EQ(count_missing(self->fd, 13 * PAGE, PAGE, NULL), 1);
+}
+
+TEST_F(uf, io_uring_writes)
+{
+	static char bufs[3][PAGE];
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	struct io_uring ring;
+	struct iovec iov[2];
+	int i;
+
+	ASSERT_EQ(io_uring_queue_init(8, &ring, 0), 0);
+	for (i = 0; i < 3; i++)
+		fill(bufs[i], PAGE, 20 + i);
+	iov[0].iov_base = bufs[1];
+	iov[0].iov_len = PAGE;
+	iov[1].iov_base = bufs[2];
+	iov[1].iov_len = PAGE;
+	ASSERT_EQ(io_uring_register_buffers(&ring, iov, 1), 0);
+
+	/* WRITE, WRITEV of two pages, WRITE_FIXED, then WRITE again: EEXIST. */
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_write(sqe, self->fd, bufs[0], PAGE, 20 * PAGE);
+	sqe->user_data = PAGE;
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_writev(sqe, self->fd, iov, 2, 21 * PAGE);
+	sqe->user_data = 2 * PAGE;
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_write_fixed(sqe, self->fd, bufs[1], PAGE, 30 * PAGE, 0);
+	sqe->user_data = PAGE;
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_write(sqe, self->fd, bufs[0], PAGE, 20 * PAGE);
+	sqe->flags |= IOSQE_IO_DRAIN;
+	sqe->user_data = -EEXIST;
+	ASSERT_EQ(io_uring_submit(&ring), 4);
+
+	for (i = 0; i < 4; i++) {
+		ASSERT_EQ(io_uring_wait_cqe(&ring, &cqe), 0);
+		EXPECT_EQ(cqe->res, (int)cqe->user_data);
+		io_uring_cqe_seen(&ring, cqe);
+	}
+	EXPECT_TRUE(check(self->mem + 20 * PAGE, PAGE, 20));
+	EXPECT_TRUE(check(self->mem + 21 * PAGE, PAGE, 21));
+	EXPECT_TRUE(check(self->mem + 22 * PAGE, PAGE, 22));
+	EXPECT_TRUE(check(self->mem + 30 * PAGE, PAGE, 21));
+	EXPECT_EQ(count_missing(self->fd, 0, SIZE, NULL), NPAGES - 4);
+	io_uring_queue_exit(&ring);
+}
+
+TEST_F(uf, zero_fill)
+{
+	__u64 done;
+
+	ASSERT_EQ(populate(self->fd, 6, 6), PAGE);
+	EXPECT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ZERO, 4 * PAGE, 4 * PAGE,
+			      &done), 0);
+	EXPECT_EQ(done, 2 * PAGE);
+	EXPECT_TRUE(all_zero(self->mem + 4 * PAGE, 2 * PAGE));
+	EXPECT_TRUE(check(self->mem + 6 * PAGE, PAGE, 6));
+	EXPECT_EQ(count_missing(self->fd, 4 * PAGE, 4 * PAGE, NULL), 1);
+
+	EXPECT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ZERO, 6 * PAGE, PAGE,
+			      &done), -1);
+	EXPECT_EQ(errno, EEXIST);
+	EXPECT_EQ(done, 0);
+}
+
+TEST_F(uf, mmap_fault_waits_for_populate)
+{
+	struct toucher t;
+
+	toucher_start(&t, self->mem + 5 * PAGE, false);
+	ASSERT_TRUE(wait_sleeping(t.tid));
+	ASSERT_EQ(populate(self->fd, 5, 55), PAGE);
+	toucher_join(&t);
+	EXPECT_EQ(t.result, PAGE);
+	EXPECT_TRUE(check(t.copy, PAGE, 55));
+}
+
+TEST_F(uf, kernel_fault_waits_with_cap_sys_ptrace)
+{
+	struct toucher t;
+
+	toucher_start(&t, self->mem + 9 * PAGE, true);
+	ASSERT_TRUE(wait_sleeping(t.tid));
+	ASSERT_EQ(populate(self->fd, 9, 9), PAGE);
+	toucher_join(&t);
+	EXPECT_EQ(t.result, PAGE) TH_LOG("write: %s", strerror(t.err));
+	EXPECT_TRUE(check(t.copy, PAGE, 9));
+}
+
+static int drop_cap_sys_ptrace(void)
+{
+	cap_value_t v = CAP_SYS_PTRACE;
+	cap_t caps = cap_get_proc();
+	int r;
+
+	if (!caps)
+		return -1;
+	r = cap_set_flag(caps, CAP_EFFECTIVE, 1, &v, CAP_CLEAR) ?:
+	    cap_set_proc(caps);
+	cap_free(caps);
+	return r;
+}
+
+static int set_unprivileged_userfaultfd(int value)
+{
+	int fd = open("/proc/sys/vm/unprivileged_userfaultfd", O_WRONLY);
+	char c = '0' + value;
+	int r;
+
+	if (fd < 0)
+		return -1;
+	r = write(fd, &c, 1) == 1 ? 0 : -1;
+	close(fd);
+	return r;
+}
+
+/*
+ * The rule is applied when the file is created: without CAP_SYS_PTRACE, and
+ * with vm.unprivileged_userfaultfd 0, kernel faults fail at once with
+ * EFAULT, user faults still wait; with the sysctl 1 kernel faults wait.
+ * Each case in a child, since dropping the capability cannot be undone.
+ */
+static void kernel_fault_rule(struct __test_metadata *_metadata, int sysctl)
+{
+	pid_t pid;
+	int status;
+
+	ASSERT_EQ(set_unprivileged_userfaultfd(sysctl), 0);
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		struct toucher t;
+		char *mem;
+		int vm, fd;
+
+		if (drop_cap_sys_ptrace())
+			_exit(10);
+		vm = create_vm();
+		fd = create_gmem(vm, SIZE, UF_FLAGS);
+		mem = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   fd, 0);
+		if (vm < 0 || fd < 0 || mem == MAP_FAILED)
+			_exit(11);
+
+		toucher_start(&t, mem, true);
+		if (!sysctl) {
+			toucher_join(&t);
+			if (t.result != -1 || t.err != EFAULT)
+				_exit(12);
+		} else {
+			if (!wait_sleeping(t.tid) || populate(fd, 0, 1) != PAGE)
+				_exit(13);
+			toucher_join(&t);
+			if (t.result != PAGE || !check(t.copy, PAGE, 1))
+				_exit(14);
+		}
+		/* User-mode faults wait either way. */
+		toucher_start(&t, mem + PAGE, false);
+		if (!wait_sleeping(t.tid) || populate(fd, 1, 2) != PAGE)
+			_exit(15);
+		toucher_join(&t);
+		_exit(check(t.copy, PAGE, 2) ? 0 : 16);
+	}
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	set_unprivileged_userfaultfd(0);
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(kernel_fault_efault_without_cap_sys_ptrace)
+{
+	kernel_fault_rule(_metadata, 0);
+}
+
+TEST(kernel_fault_waits_with_unprivileged_userfaultfd)
+{
+	kernel_fault_rule(_metadata, 1);
+}
+
+TEST_F(uf, arm_zaps_and_refaults)
+{
+	struct toucher t;
+
+	ASSERT_EQ(populate(self->fd, 2, 2), PAGE);
+	ASSERT_TRUE(check(self->mem + 2 * PAGE, PAGE, 2));	/* mapped now */
+
+	ASSERT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ARM, 2 * PAGE, PAGE, NULL),
+		  0);
+	EXPECT_EQ(count_missing(self->fd, 2 * PAGE, PAGE, NULL), 1);
+
+	/* The old mapping is gone: the access waits for the new contents. */
+	toucher_start(&t, self->mem + 2 * PAGE, false);
+	ASSERT_TRUE(wait_sleeping(t.tid));
+	ASSERT_EQ(populate(self->fd, 2, 22), PAGE);
+	toucher_join(&t);
+	EXPECT_TRUE(check(t.copy, PAGE, 22));
+}
+
+TEST_F(uf, disarm_releases_waiters_with_zeroes)
+{
+	struct toucher t;
+
+	toucher_start(&t, self->mem + 7 * PAGE, false);
+	ASSERT_TRUE(wait_sleeping(t.tid));
+	ASSERT_EQ(range_ioctl(self->fd, GMEMUF_IOC_DISARM, 0, SIZE, NULL), 0);
+	toucher_join(&t);
+	EXPECT_TRUE(all_zero(t.copy, PAGE));
+	EXPECT_EQ(count_missing(self->fd, 0, SIZE, NULL), 0);
+	/* Present now, populated or not. */
+	EXPECT_EQ(populate(self->fd, 8, 8), -1);
+	EXPECT_EQ(errno, EEXIST);
+}
+
+TEST_F(uf, wake_does_not_release)
+{
+	struct toucher t;
+
+	toucher_start(&t, self->mem + 11 * PAGE, false);
+	ASSERT_TRUE(wait_sleeping(t.tid));
+	ASSERT_EQ(range_ioctl(self->fd, GMEMUF_IOC_WAKE, 0, SIZE, NULL), 0);
+	/* Woken, it finds the page missing and waits again. */
+	usleep(100000);
+	ASSERT_TRUE(wait_sleeping(t.tid));
+	EXPECT_EQ(count_missing(self->fd, 11 * PAGE, PAGE, NULL), 1);
+	ASSERT_EQ(populate(self->fd, 11, 11), PAGE);
+	toucher_join(&t);
+	EXPECT_TRUE(check(t.copy, PAGE, 11));
+}
+
+TEST_F(uf, sigkill_of_a_waiting_task)
+{
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		volatile char c = self->mem[13 * PAGE];
+
+		(void)c;
+		_exit(0);
+	}
+	ASSERT_TRUE(child_sleeping(pid));
+	ASSERT_EQ(kill(pid, SIGKILL), 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFSIGNALED(status));
+	EXPECT_EQ(WTERMSIG(status), SIGKILL);
+	EXPECT_EQ(count_missing(self->fd, 13 * PAGE, PAGE, NULL), 1);
+}
+
+TEST_F(uf, punch_hole)
+{
+	/* A present page punched stays present, and reads zeroes. */
+	ASSERT_EQ(populate(self->fd, 1, 1), PAGE);
+	ASSERT_EQ(fallocate(self->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			    PAGE, PAGE), 0);
+	EXPECT_EQ(count_missing(self->fd, PAGE, PAGE, NULL), 0);
+	EXPECT_TRUE(all_zero(self->mem + PAGE, PAGE));
+
+	/* A missing page punched stays missing, and can be populated. */
+	ASSERT_EQ(fallocate(self->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			    2 * PAGE, PAGE), 0);
+	EXPECT_EQ(count_missing(self->fd, 2 * PAGE, PAGE, NULL), 1);
+	EXPECT_EQ(populate(self->fd, 2, 2), PAGE);
+	EXPECT_TRUE(check(self->mem + 2 * PAGE, PAGE, 2));
+}
+
+TEST_F(uf, bad_input)
+{
+	struct gmemuf_range r = { .offset = 0, .len = PAGE };
+	struct gmemuf_bitmap b = { .offset = 0, .len = PAGE };
+	unsigned long ioctls[] = { GMEMUF_IOC_ARM, GMEMUF_IOC_DISARM,
+				   GMEMUF_IOC_ZERO, GMEMUF_IOC_WAKE };
+	unsigned int i;
+
+	for (i = 0; i < sizeof(ioctls) / sizeof(ioctls[0]); i++) {
+		unsigned long nr = ioctls[i];
+
+		r = (struct gmemuf_range){ .offset = 0, .len = PAGE, .flags = 1 };
+		EXPECT_EQ(ioctl(self->fd, nr, &r), -1);
+		EXPECT_EQ(errno, EINVAL) TH_LOG("flags, ioctl %#lx", nr);
+		r = (struct gmemuf_range){ .offset = 0, .len = 0 };
+		EXPECT_EQ(ioctl(self->fd, nr, &r), -1);
+		EXPECT_EQ(errno, EINVAL) TH_LOG("len 0, ioctl %#lx", nr);
+		r = (struct gmemuf_range){ .offset = 1, .len = PAGE };
+		EXPECT_EQ(ioctl(self->fd, nr, &r), -1);
+		EXPECT_EQ(errno, EINVAL) TH_LOG("offset, ioctl %#lx", nr);
+		r = (struct gmemuf_range){ .offset = 0, .len = PAGE + 1 };
+		EXPECT_EQ(ioctl(self->fd, nr, &r), -1);
+		EXPECT_EQ(errno, EINVAL) TH_LOG("len, ioctl %#lx", nr);
+		r = (struct gmemuf_range){ .offset = SIZE - PAGE, .len = 2 * PAGE };
+		EXPECT_EQ(ioctl(self->fd, nr, &r), -1);
+		EXPECT_EQ(errno, EINVAL) TH_LOG("past end, ioctl %#lx", nr);
+		r = (struct gmemuf_range){ .offset = -PAGE, .len = 2 * PAGE };
+		EXPECT_EQ(ioctl(self->fd, nr, &r), -1);
+		EXPECT_EQ(errno, EINVAL) TH_LOG("wrap, ioctl %#lx", nr);
+		EXPECT_EQ(ioctl(self->fd, nr, unmapped_page()), -1);
+		EXPECT_EQ(errno, EFAULT) TH_LOG("pointer, ioctl %#lx", nr);
+	}
+
+	r = (struct gmemuf_range){ .offset = 0, .len = PAGE, .done = 1 };
+	EXPECT_EQ(ioctl(self->fd, GMEMUF_IOC_ZERO, &r), -1);
+	EXPECT_EQ(errno, EINVAL) TH_LOG("done must be 0 on input");
+
+	b.missing = 1;
+	EXPECT_EQ(ioctl(self->fd, GMEMUF_IOC_GET_BITMAP, &b), -1);
+	EXPECT_EQ(errno, EINVAL);
+	b.missing = 0;
+	b.bitmap = (__u64)(uintptr_t)unmapped_page();
+	EXPECT_EQ(ioctl(self->fd, GMEMUF_IOC_GET_BITMAP, &b), -1);
+	EXPECT_EQ(errno, EFAULT);
+
+	EXPECT_EQ(ioctl(self->fd, _IO(KVMIO, 0xff), 0), -1);
+	EXPECT_EQ(errno, ENOTTY);
+
+	/* More flags than the kernel knows: EINVAL at creation. */
+	EXPECT_LT(create_gmem(self->vm, SIZE, UF_FLAGS | (1ULL << 63)), 0);
+	EXPECT_EQ(errno, EINVAL);
+}
+
+TEST(not_userfault)
+{
+	int vm = create_vm(), fd;
+	struct gmemuf_range r = { .offset = 0, .len = PAGE };
+	char buf[PAGE] = { 1 };
+	char *mem;
+
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, SIZE, GUEST_MEMFD_FLAG_MMAP |
+				   GUEST_MEMFD_FLAG_INIT_SHARED);
+	ASSERT_GE(fd, 0);
+	/* No gmemuf ioctl, no write, and pages read zero as always. */
+	EXPECT_EQ(ioctl(fd, GMEMUF_IOC_ARM, &r), -1);
+	EXPECT_EQ(errno, ENOTTY);
+	EXPECT_EQ(write(fd, buf, PAGE), -1);
+	EXPECT_EQ(errno, EINVAL);
+	mem = mmap(NULL, SIZE, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_NE(mem, MAP_FAILED);
+	EXPECT_TRUE(all_zero(mem, PAGE));
+	munmap(mem, SIZE);
+	close(fd);
+	close(vm);
+}
+
+TEST_HARNESS_MAIN

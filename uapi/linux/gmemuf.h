@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * gmemuf: the userfault mode of KVM's guest_memfd.
+ *
+ * A guest_memfd created with GUEST_MEMFD_FLAG_USERFAULT (<linux/kvm.h>)
+ * starts with every page missing. An access to a missing page waits until
+ * the page is populated, with pwrite() and friends on the guest_memfd or
+ * GMEMUF_IOC_ZERO, or until its range is disarmed. The ioctls below are
+ * issued on the guest_memfd itself. See Documentation/gmemuf/uapi.rst.
+ */
+#ifndef _UAPI_LINUX_GMEMUF_H
+#define _UAPI_LINUX_GMEMUF_H
+
+#include <linux/const.h>
+#include <linux/ioctl.h>
+#include <linux/kvm.h>
+#include <linux/types.h>
+
+/*
+ * KVM_CHECK_EXTENSION(KVM_CAP_GUEST_MEMFD_USERFAULT) returns a mask of the
+ * parts of gmemuf this kernel has, 0 if none.
+ */
+#define GMEMUF_FEATURE_MMAP_FAULT	_BITULL(0) /* mmap faults wait */
+#define GMEMUF_FEATURE_POPULATE		_BITULL(1) /* write(), ZERO, WAKE */
+
+/*
+ * A range of a userfault guest_memfd, for GMEMUF_IOC_ARM, _DISARM, _ZERO
+ * and _WAKE.
+ *
+ * @offset and @len: page-aligned; @len is not 0 and the range lies within
+ *	the file.
+ * @flags: must be 0; no flags are defined yet.
+ * @done: must be 0 on input. GMEMUF_IOC_ZERO sets it to the number of bytes
+ *	it zero-filled, also when it fails part way.
+ */
+struct gmemuf_range {
+	__u64 offset;
+	__u64 len;
+	__u64 flags;
+	__u64 done;
+};
+
+/*
+ * For GMEMUF_IOC_GET_BITMAP.
+ *
+ * @offset and @len: a page-aligned range within the file, @len not 0.
+ * @bitmap: 0, or the address of an array of __u64 words with one bit per
+ *	page of the range (bit i % 64 of word i / 64 for page i), set if the
+ *	page is missing. Bits past the range in the last word are cleared.
+ * @missing: out, the number of missing pages in the range.
+ */
+struct gmemuf_bitmap {
+	__u64 offset;
+	__u64 len;
+	__u64 bitmap;
+	__u64 missing;
+};
+
+/*
+ * Mark a range missing. Pages of the range that are present lose their
+ * contents: they are removed from every userspace mapping and from the
+ * stage-2 page tables of every VM, and the next access to them waits.
+ */
+#define GMEMUF_IOC_ARM		_IOWR(KVMIO, 0xf0, struct gmemuf_range)
+/*
+ * Mark a range present without populating it. Tasks waiting for its pages
+ * are woken and see zero-filled pages, as in a guest_memfd without
+ * userfault. The contents of pages already present are kept.
+ */
+#define GMEMUF_IOC_DISARM	_IOWR(KVMIO, 0xf1, struct gmemuf_range)
+/*
+ * Populate the missing pages of a range with zeroes, as pwrite() of zeroes
+ * would: it stops at the first page already present (EEXIST if that is
+ * the first page of the range).
+ */
+#define GMEMUF_IOC_ZERO		_IOWR(KVMIO, 0xf2, struct gmemuf_range)
+/*
+ * Wake the tasks waiting for pages of a range. Those whose page is still
+ * missing wait again; nothing else changes.
+ */
+#define GMEMUF_IOC_WAKE		_IOWR(KVMIO, 0xf3, struct gmemuf_range)
+/* Read which pages of a range are missing, and how many. */
+#define GMEMUF_IOC_GET_BITMAP	_IOWR(KVMIO, 0xf4, struct gmemuf_bitmap)
+
+#endif /* _UAPI_LINUX_GMEMUF_H */
