@@ -58,6 +58,11 @@ static bool gmemuf_kernel_faults_allowed(void)
 static void gmemuf_resolve(struct gmemuf *uf, pgoff_t index)
 {
 	clear_and_wake_up_bit(gmemuf_bit(index), gmemuf_word(uf, index));
+	/*
+	 * After the page is present, so that no task faults on it and finds a
+	 * record still out. The record itself is freed when next seen.
+	 */
+	clear_bit(index, uf->posted);
 }
 
 int gmemuf_create(struct inode *inode)
@@ -69,14 +74,19 @@ int gmemuf_create(struct inode *inode)
 	if (!uf)
 		return -ENOMEM;
 
-	uf->missing = kvmalloc_array(BITS_TO_LONGS(nr_pages),
-				     sizeof(unsigned long), GFP_KERNEL_ACCOUNT);
-	if (!uf->missing) {
+	uf->missing = bitmap_alloc(nr_pages, GFP_KERNEL_ACCOUNT);
+	uf->posted = bitmap_zalloc(nr_pages, GFP_KERNEL_ACCOUNT);
+	if (!uf->missing || !uf->posted) {
+		bitmap_free(uf->missing);
+		bitmap_free(uf->posted);
 		kfree(uf);
 		return -ENOMEM;
 	}
 	bitmap_fill(uf->missing, nr_pages);
 	uf->nr_pages = nr_pages;
+	mutex_init(&uf->handlers_lock);
+	spin_lock_init(&uf->orphans_lock);
+	INIT_LIST_HEAD(&uf->orphans);
 	uf->kernel_faults = gmemuf_kernel_faults_allowed();
 
 	inode->i_private = uf;
@@ -90,8 +100,13 @@ void gmemuf_destroy(struct inode *inode)
 	if (!uf)
 		return;
 
+	/* Each handler holds the file: none is left. */
+	WARN_ON_ONCE(rcu_access_pointer(uf->handlers));
 	inode->i_private = NULL;
-	kvfree(uf->missing);
+	gmemuf_free_orphans(uf);
+	mutex_destroy(&uf->handlers_lock);
+	bitmap_free(uf->missing);
+	bitmap_free(uf->posted);
 	kfree(uf);
 }
 
@@ -107,6 +122,7 @@ vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 	struct gmemuf *uf = GMEMUF(file_inode(file));
 	pgoff_t index = vmf->pgoff;
 	unsigned int state;
+	u32 flags;
 
 	/* Populated since the caller looked: have the access retried. */
 	if (!gmemuf_missing(uf, index))
@@ -123,6 +139,15 @@ vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 	/* A fault that cannot drop the mmap lock must not wait holding it. */
 	if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY))
 		return VM_FAULT_SIGBUS;
+
+	flags = vmf->flags & FAULT_FLAG_WRITE ? GMEMUF_FAULT_WRITE :
+						GMEMUF_FAULT_READ;
+	if (vmf->flags & FAULT_FLAG_INSTRUCTION)
+		flags |= GMEMUF_FAULT_EXEC;
+	flags |= vmf->flags & FAULT_FLAG_USER ? GMEMUF_FAULT_MMAP_USER :
+						GMEMUF_FAULT_MMAP_KERNEL;
+	if (gmemuf_post(uf, index, flags))
+		return VM_FAULT_OOM;
 
 	if (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)
 		return VM_FAULT_RETRY;
@@ -412,11 +437,16 @@ long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
 		return gmemuf_ioctl_range(uf, inode, ioctl, argp);
 	case GMEMUF_IOC_GET_BITMAP:
 		return gmemuf_get_bitmap(uf, inode, argp);
+	case GMEMUF_IOC_HANDLER:
+		if (arg)
+			return -EINVAL;
+		return gmemuf_attach_handler(uf, file);
 	}
 	return -ENOTTY;
 }
 
 u64 gmemuf_features(void)
 {
-	return GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE;
+	return GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
+	       GMEMUF_FEATURE_URING_FETCH;
 }

@@ -12,12 +12,26 @@
 #include <linux/bitops.h>
 #include <linux/fs.h>
 #include <linux/mm_types.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
 
 #ifdef CONFIG_KVM_GMEMUF
+struct gmemuf_handlers;
+
 struct gmemuf {
 	/* One bit per page, set while the page is missing. */
 	unsigned long *missing;
+	/* One bit per page, set while a record of a fault on it is out. */
+	unsigned long *posted;
 	pgoff_t nr_pages;
+
+	/* Attach and release of handlers. */
+	struct mutex handlers_lock;
+	struct gmemuf_handlers __rcu *handlers;
+	/* Records posted while no handler was attached. */
+	spinlock_t orphans_lock;
+	struct list_head orphans;
+
 	/*
 	 * Whether kernel-mode faults (uaccess to a mapping of a missing page)
 	 * may wait, decided when the file is created, as for userfaultfd: they
@@ -52,6 +66,9 @@ static inline bool gmemuf_page_missing(struct inode *inode, pgoff_t index)
 
 int gmemuf_create(struct inode *inode);
 void gmemuf_destroy(struct inode *inode);
+int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags);
+int gmemuf_attach_handler(struct gmemuf *uf, struct file *gmem_file);
+void gmemuf_free_orphans(struct gmemuf *uf);
 vm_fault_t gmemuf_fault_user(struct vm_fault *vmf);
 long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg);
 ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from);

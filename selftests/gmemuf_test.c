@@ -21,6 +21,7 @@
 #include <sys/capability.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <linux/falloc.h>
@@ -223,6 +224,116 @@ static void toucher_join(struct toucher *t)
 	}
 }
 
+
+/* A handler: its handler file and an io_uring to fetch faults with. */
+struct handler {
+	int fd;
+	struct io_uring ring;
+	struct gmemuf_fault faults[GMEMUF_FETCH_MAX];
+};
+
+static int handler_open(struct handler *h, int gmem)
+{
+	h->fd = ioctl(gmem, GMEMUF_IOC_HANDLER, 0);
+	if (h->fd < 0)
+		return -errno;
+	return io_uring_queue_init(16, &h->ring, 0);
+}
+
+static void handler_close(struct handler *h)
+{
+	io_uring_queue_exit(&h->ring);
+	close(h->fd);
+}
+
+static void prep_fetch(struct io_uring_sqe *sqe, int fd, __u64 addr,
+		       __u32 nr, __u32 flags)
+{
+	struct gmemuf_fetch fetch = { .addr = addr, .nr = nr, .flags = flags };
+
+	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, fd, NULL, 0, 0);
+	sqe->cmd_op = GMEMUF_CMD_FETCH;
+	memcpy(sqe->cmd, &fetch, sizeof(fetch));
+}
+
+static int handler_fetch(struct handler *h, __u32 nr)
+{
+	prep_fetch(io_uring_get_sqe(&h->ring), h->fd,
+		   (__u64)(uintptr_t)h->faults, nr, 0);
+	return io_uring_submit(&h->ring) == 1 ? 0 : -1;
+}
+
+/* The result of the next completion, or -ETIME after @ms. */
+static int handler_wait(struct handler *h, int ms)
+{
+	struct __kernel_timespec ts = { .tv_sec = ms / 1000,
+					.tv_nsec = (ms % 1000) * 1000000L };
+	struct io_uring_cqe *cqe;
+	int r;
+
+	r = io_uring_wait_cqe_timeout(&h->ring, &cqe, &ts);
+	if (r)
+		return r;
+	r = cqe->res;
+	io_uring_cqe_seen(&h->ring, cqe);
+	return r;
+}
+
+/* Serve faults on @gmem until @stop: populate each page with its seed. */
+struct server {
+	pthread_t thread;
+	int gmem;
+	_Atomic bool stop;
+	_Atomic unsigned long faults;
+	_Atomic int error;
+};
+
+static void *server_fn(void *arg)
+{
+	struct server *srv = arg;
+	struct handler h;
+	int n, i;
+
+	if (handler_open(&h, srv->gmem)) {
+		srv->error = errno;
+		return NULL;
+	}
+	handler_fetch(&h, 64);
+	while (!srv->stop) {
+		n = handler_wait(&h, 50);
+		if (n == -ETIME)
+			continue;
+		if (n <= 0) {
+			srv->error = -n;
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			unsigned long page = h.faults[i].offset / PAGE;
+
+			if (populate(srv->gmem, page, page) != PAGE &&
+			    errno != EEXIST)
+				srv->error = errno;
+		}
+		srv->faults += n;
+		handler_fetch(&h, 64);
+	}
+	handler_close(&h);
+	return NULL;
+}
+
+static void server_start(struct server *srv, int gmem)
+{
+	memset(srv, 0, sizeof(*srv));
+	srv->gmem = gmem;
+	pthread_create(&srv->thread, NULL, server_fn, srv);
+}
+
+static void server_stop(struct server *srv)
+{
+	srv->stop = true;
+	pthread_join(srv->thread, NULL);
+}
+
 FIXTURE(uf) {
 	int vm;
 	int fd;
@@ -256,7 +367,8 @@ TEST(probe)
 	EXPECT_TRUE(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_FLAGS) &
 		    GUEST_MEMFD_FLAG_USERFAULT);
 	EXPECT_EQ(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_USERFAULT),
-		  (int)(GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE));
+		  (int)(GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
+			GMEMUF_FEATURE_URING_FETCH));
 	close(vm);
 }
 
@@ -640,6 +752,372 @@ TEST_F(uf, bad_input)
 	/* More flags than the kernel knows: EINVAL at creation. */
 	EXPECT_LT(create_gmem(self->vm, SIZE, UF_FLAGS | (1ULL << 63)), 0);
 	EXPECT_EQ(errno, EINVAL);
+}
+
+
+TEST_F(uf, one_record_for_eight_faulters)
+{
+	struct toucher t[8];
+	struct handler h;
+	int i;
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	for (i = 0; i < 8; i++)
+		toucher_start(&t[i], self->mem + 17 * PAGE, false);
+	for (i = 0; i < 8; i++)
+		ASSERT_TRUE(wait_sleeping(t[i].tid));
+
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	ASSERT_EQ(handler_wait(&h, 10000), 1);
+	EXPECT_EQ(h.faults[0].offset, 17 * PAGE);
+	EXPECT_EQ(h.faults[0].flags, GMEMUF_FAULT_READ | GMEMUF_FAULT_MMAP_USER);
+	EXPECT_EQ(h.faults[0].reserved, 0);
+
+	/* No second record, for these faulters or anyone. */
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	EXPECT_EQ(handler_wait(&h, 300), -ETIME);
+
+	ASSERT_EQ(populate(self->fd, 17, 17), PAGE);
+	for (i = 0; i < 8; i++) {
+		toucher_join(&t[i]);
+		EXPECT_TRUE(check(t[i].copy, PAGE, 17));
+	}
+	handler_close(&h);
+}
+
+TEST_F(uf, write_and_kernel_faults_are_told_apart)
+{
+	struct toucher t;
+	struct handler h;
+	pid_t pid;
+	int status;
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		self->mem[18 * PAGE] = 1;
+		_exit(0);
+	}
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	ASSERT_EQ(handler_wait(&h, 10000), 1);
+	EXPECT_EQ(h.faults[0].offset, 18 * PAGE);
+	EXPECT_EQ(h.faults[0].flags, GMEMUF_FAULT_WRITE | GMEMUF_FAULT_MMAP_USER);
+	ASSERT_EQ(populate(self->fd, 18, 18), PAGE);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	EXPECT_EQ(status, 0);
+
+	toucher_start(&t, self->mem + 19 * PAGE, true);
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	ASSERT_EQ(handler_wait(&h, 10000), 1);
+	EXPECT_EQ(h.faults[0].offset, 19 * PAGE);
+	EXPECT_EQ(h.faults[0].flags, GMEMUF_FAULT_READ | GMEMUF_FAULT_MMAP_KERNEL);
+	ASSERT_EQ(populate(self->fd, 19, 19), PAGE);
+	toucher_join(&t);
+	EXPECT_TRUE(check(t.copy, PAGE, 19));
+	handler_close(&h);
+}
+
+/* 10,000 pages, each touched once in order and once at random. */
+TEST(demand_paging_10000_pages)
+{
+	const unsigned long npages = 10000;
+	unsigned long *order, i, bad = 0;
+	struct server srv;
+	int vm, fd, pass;
+	char *mem;
+
+	vm = create_vm();
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, npages * PAGE, UF_FLAGS);
+	ASSERT_GE(fd, 0);
+	mem = mmap(NULL, npages * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_NE(mem, MAP_FAILED);
+	order = malloc(npages * sizeof(*order));
+	ASSERT_NE(order, NULL);
+
+	server_start(&srv, fd);
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < npages; i++)
+			order[i] = i;
+		if (pass) {
+			srandom(42);
+			for (i = npages - 1; i > 0; i--) {
+				unsigned long j = random() % (i + 1), tmp;
+
+				tmp = order[i];
+				order[i] = order[j];
+				order[j] = tmp;
+			}
+			ASSERT_EQ(range_ioctl(fd, GMEMUF_IOC_ARM, 0,
+					      npages * PAGE, NULL), 0);
+		}
+		srv.faults = 0;
+		for (i = 0; i < npages; i++)
+			if (!check(mem + order[i] * PAGE, PAGE, order[i]))
+				bad++;
+		EXPECT_EQ(bad, 0);
+		EXPECT_EQ(srv.faults, npages) TH_LOG("pass %d", pass);
+		EXPECT_EQ(count_missing(fd, 0, npages * PAGE, NULL), 0);
+	}
+	server_stop(&srv);
+	EXPECT_EQ(srv.error, 0);
+	free(order);
+	munmap(mem, npages * PAGE);
+	close(fd);
+	close(vm);
+}
+
+static int send_fd(int sock, int fd)
+{
+	char c = 0;
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
+	};
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+	return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
+}
+
+static int recv_fd(int sock)
+{
+	char c;
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
+	};
+	struct cmsghdr *cmsg;
+	int fd;
+
+	if (recvmsg(sock, &msg, 0) != 1)
+		return -1;
+	cmsg = CMSG_FIRSTHDR(&msg);
+	if (!cmsg || cmsg->cmsg_type != SCM_RIGHTS)
+		return -1;
+	memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
+	return fd;
+}
+
+/*
+ * The handler is another process that got the guest_memfd over a UNIX
+ * socket. It serves the faults of 32 pages, then stops when told.
+ */
+TEST_F(uf, handler_in_another_process)
+{
+	int sv[2], status, i;
+	pid_t pid;
+	char c = 0;
+
+	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		struct server srv;
+		int fd;
+
+		close(self->fd);
+		munmap(self->mem, SIZE);
+		fd = recv_fd(sv[1]);
+		if (fd < 0)
+			_exit(10);
+		server_start(&srv, fd);
+		if (read(sv[1], &c, 1) != 1)
+			_exit(11);
+		server_stop(&srv);
+		_exit(srv.error ? 12 : srv.faults == 32 ? 0 : 13);
+	}
+	ASSERT_EQ(send_fd(sv[0], self->fd), 0);
+	for (i = 32; i < 64; i++)
+		EXPECT_TRUE(check(self->mem + i * PAGE, PAGE, i));
+	ASSERT_EQ(write(sv[0], &c, 1), 1);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(WEXITSTATUS(status), 0);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/*
+ * Four pages faulted; the first handler fetches their records and goes
+ * away without populating them, by closing its ring and its handler file,
+ * or by being killed. A second handler gets the same four records.
+ */
+static void redelivery(struct __test_metadata *_metadata, int fd, char *mem,
+		       bool kill_it)
+{
+	struct toucher t[4];
+	struct handler h2;
+	int i, n, sv[2], status;
+	__u64 seen = 0;
+	pid_t pid = 0;
+
+	for (i = 0; i < 4; i++)
+		toucher_start(&t[i], mem + (40 + i) * PAGE, false);
+
+	if (kill_it) {
+		ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		pid = fork();
+		ASSERT_GE(pid, 0);
+		if (!pid) {
+			struct handler h1;
+			int got = 0;
+
+			if (handler_open(&h1, fd))
+				_exit(1);
+			while (got < 4) {
+				handler_fetch(&h1, 16);
+				n = handler_wait(&h1, 10000);
+				if (n <= 0)
+					_exit(2);
+				got += n;
+			}
+			/* Tell the parent, then wait to be killed. */
+			if (write(sv[1], &got, 1) != 1)
+				_exit(3);
+			pause();
+			_exit(4);
+		}
+		ASSERT_EQ(read(sv[0], &n, 1), 1);
+		ASSERT_EQ(kill(pid, SIGKILL), 0);
+		ASSERT_EQ(waitpid(pid, &status, 0), pid);
+		EXPECT_TRUE(WIFSIGNALED(status));
+		close(sv[0]);
+		close(sv[1]);
+	} else {
+		struct handler h1;
+		int got = 0;
+
+		ASSERT_EQ(handler_open(&h1, fd), 0);
+		while (got < 4) {
+			ASSERT_EQ(handler_fetch(&h1, 16), 0);
+			n = handler_wait(&h1, 10000);
+			ASSERT_GT(n, 0);
+			got += n;
+		}
+		/* A fetch parked, as a real handler has, then both closed. */
+		ASSERT_EQ(handler_fetch(&h1, 16), 0);
+		handler_close(&h1);
+	}
+
+	ASSERT_EQ(handler_open(&h2, fd), 0);
+	while (seen != 0xf) {
+		ASSERT_EQ(handler_fetch(&h2, 16), 0);
+		n = handler_wait(&h2, 10000);
+		ASSERT_GT(n, 0);
+		for (i = 0; i < n; i++) {
+			unsigned long page = h2.faults[i].offset / PAGE;
+
+			ASSERT_TRUE(page >= 40 && page < 44);
+			seen |= 1ULL << (page - 40);
+			ASSERT_EQ(populate(fd, page, page), PAGE);
+		}
+	}
+	for (i = 0; i < 4; i++) {
+		toucher_join(&t[i]);
+		EXPECT_TRUE(check(t[i].copy, PAGE, 40 + i));
+	}
+	handler_close(&h2);
+}
+
+TEST_F(uf, redelivery_after_ring_and_handler_closed)
+{
+	redelivery(_metadata, self->fd, self->mem, false);
+}
+
+TEST_F(uf, redelivery_after_handler_killed)
+{
+	redelivery(_metadata, self->fd, self->mem, true);
+}
+
+/* Faults taken before any handler exists go to the first one. */
+TEST_F(uf, faults_before_the_first_handler)
+{
+	struct toucher t;
+	struct handler h;
+
+	toucher_start(&t, self->mem + 50 * PAGE, false);
+	ASSERT_TRUE(wait_sleeping(t.tid));
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	ASSERT_EQ(handler_wait(&h, 10000), 1);
+	EXPECT_EQ(h.faults[0].offset, 50 * PAGE);
+	ASSERT_EQ(populate(self->fd, 50, 50), PAGE);
+	toucher_join(&t);
+	EXPECT_TRUE(check(t.copy, PAGE, 50));
+	handler_close(&h);
+}
+
+/* A fetch whose buffer cannot be written fails; the record is kept. */
+TEST_F(uf, fetch_buffer_fault_keeps_the_record)
+{
+	struct toucher t;
+	struct handler h;
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	toucher_start(&t, self->mem + 51 * PAGE, false);
+	ASSERT_TRUE(wait_sleeping(t.tid));
+	prep_fetch(io_uring_get_sqe(&h.ring), h.fd,
+		   (__u64)(uintptr_t)unmapped_page(), 4, 0);
+	ASSERT_EQ(io_uring_submit(&h.ring), 1);
+	EXPECT_EQ(handler_wait(&h, 10000), -EFAULT);
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	ASSERT_EQ(handler_wait(&h, 10000), 1);
+	EXPECT_EQ(h.faults[0].offset, 51 * PAGE);
+	ASSERT_EQ(populate(self->fd, 51, 51), PAGE);
+	toucher_join(&t);
+	handler_close(&h);
+}
+
+TEST_F(uf, fetch_bad_input)
+{
+	struct io_uring_sqe *sqe;
+	struct handler h;
+	__u64 addr;
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	addr = (__u64)(uintptr_t)h.faults;
+
+	prep_fetch(io_uring_get_sqe(&h.ring), h.fd, addr, 0, 0);
+	io_uring_submit(&h.ring);
+	EXPECT_EQ(handler_wait(&h, 5000), -EINVAL) TH_LOG("nr 0");
+	prep_fetch(io_uring_get_sqe(&h.ring), h.fd, addr,
+		   GMEMUF_FETCH_MAX + 1, 0);
+	io_uring_submit(&h.ring);
+	EXPECT_EQ(handler_wait(&h, 5000), -EINVAL) TH_LOG("nr too big");
+	prep_fetch(io_uring_get_sqe(&h.ring), h.fd, addr, 4, 1);
+	io_uring_submit(&h.ring);
+	EXPECT_EQ(handler_wait(&h, 5000), -EINVAL) TH_LOG("flags");
+	prep_fetch(io_uring_get_sqe(&h.ring), h.fd, 0, 4, 0);
+	io_uring_submit(&h.ring);
+	EXPECT_EQ(handler_wait(&h, 5000), -EINVAL) TH_LOG("addr 0");
+	sqe = io_uring_get_sqe(&h.ring);
+	prep_fetch(sqe, h.fd, addr, 4, 0);
+	sqe->cmd_op = GMEMUF_CMD_FETCH + 1;
+	io_uring_submit(&h.ring);
+	EXPECT_EQ(handler_wait(&h, 5000), -EINVAL) TH_LOG("cmd_op");
+	/* On the guest_memfd itself: no uring_cmd there. */
+	prep_fetch(io_uring_get_sqe(&h.ring), self->fd, addr, 4, 0);
+	io_uring_submit(&h.ring);
+	EXPECT_EQ(handler_wait(&h, 5000), -EOPNOTSUPP);
+
+	EXPECT_EQ(ioctl(self->fd, GMEMUF_IOC_HANDLER, 1), -1);
+	EXPECT_EQ(errno, EINVAL);
+	handler_close(&h);
 }
 
 TEST(not_userfault)

@@ -22,6 +22,7 @@
  */
 #define GMEMUF_FEATURE_MMAP_FAULT	_BITULL(0) /* mmap faults wait */
 #define GMEMUF_FEATURE_POPULATE		_BITULL(1) /* write(), ZERO, WAKE */
+#define GMEMUF_FEATURE_URING_FETCH	_BITULL(2) /* GMEMUF_CMD_FETCH */
 
 /*
  * A range of a userfault guest_memfd, for GMEMUF_IOC_ARM, _DISARM, _ZERO
@@ -81,5 +82,46 @@ struct gmemuf_bitmap {
 #define GMEMUF_IOC_WAKE		_IOWR(KVMIO, 0xf3, struct gmemuf_range)
 /* Read which pages of a range are missing, and how many. */
 #define GMEMUF_IOC_GET_BITMAP	_IOWR(KVMIO, 0xf4, struct gmemuf_bitmap)
+/*
+ * Attach a handler: returns a new file descriptor (close-on-exec), the
+ * handler file, on which the handler fetches faults with GMEMUF_CMD_FETCH.
+ * The argument must be 0. Faults delivered to a handler and not resolved
+ * when its handler file is released are delivered again to other handlers.
+ */
+#define GMEMUF_IOC_HANDLER	_IO(KVMIO, 0xf5)
+
+/* A fault, as a handler fetches it. */
+struct gmemuf_fault {
+	__u64 offset;	/* of the missing page in the file */
+	__u32 flags;	/* GMEMUF_FAULT_* */
+	__u32 reserved;	/* 0 */
+};
+
+/* How the page was accessed, where known. */
+#define GMEMUF_FAULT_READ		(1U << 0)
+#define GMEMUF_FAULT_WRITE		(1U << 1)
+#define GMEMUF_FAULT_EXEC		(1U << 2)
+/* Who touched it: exactly one of these. */
+#define GMEMUF_FAULT_MMAP_USER		(1U << 8)  /* user mode, a mapping */
+#define GMEMUF_FAULT_MMAP_KERNEL	(1U << 9)  /* kernel mode, a mapping */
+#define GMEMUF_FAULT_VCPU		(1U << 10) /* a vCPU or KVM itself */
+/* Set for the guest's private memory, clear for shared memory. */
+#define GMEMUF_FAULT_PRIVATE		(1U << 16)
+
+/*
+ * IORING_OP_URING_CMD on a handler file, with cmd_op GMEMUF_CMD_FETCH and
+ * this in the SQE's cmd area. The command is parked in the kernel until
+ * there are faults, then completes with the number of struct gmemuf_fault
+ * it wrote at @addr (at most @nr, at least 1), or -ECANCELED when the ring
+ * or its task goes away, or a negative errno.
+ */
+struct gmemuf_fetch {
+	__u64 addr;	/* struct gmemuf_fault[@nr] */
+	__u32 nr;	/* 1 to GMEMUF_FETCH_MAX */
+	__u32 flags;	/* 0 */
+};
+
+#define GMEMUF_FETCH_MAX	1024
+#define GMEMUF_CMD_FETCH	_IOWR(KVMIO, 0xf8, struct gmemuf_fetch)
 
 #endif /* _UAPI_LINUX_GMEMUF_H */
