@@ -1120,6 +1120,102 @@ TEST_F(uf, fetch_bad_input)
 	handler_close(&h);
 }
 
+/*
+ * Two handler threads, each with its own handler file and ring, and four
+ * toucher threads over 2,000 pages: every page is faulted once and fetched
+ * once, by one handler or the other.
+ */
+static void *touch_range(void *arg)
+{
+	char **range = arg;
+	unsigned long bad = 0;
+	char *p;
+
+	for (p = range[0]; p < range[1]; p += PAGE)
+		if (!check(p, PAGE, (p - range[2]) / PAGE))
+			bad++;
+	return (void *)bad;
+}
+
+TEST(two_handlers_share_the_load)
+{
+	const unsigned long npages = 2000;
+	struct server srv[2];
+	pthread_t touchers[4];
+	char *range[4][3];
+	unsigned long total = 0;
+	void *bad;
+	int vm, fd, i;
+	char *mem;
+
+	vm = create_vm();
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, npages * PAGE, UF_FLAGS);
+	ASSERT_GE(fd, 0);
+	mem = mmap(NULL, npages * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_NE(mem, MAP_FAILED);
+
+	server_start(&srv[0], fd);
+	server_start(&srv[1], fd);
+	for (i = 0; i < 4; i++) {
+		range[i][0] = mem + i * (npages / 4) * PAGE;
+		range[i][1] = mem + (i + 1) * (npages / 4) * PAGE;
+		range[i][2] = mem;
+		pthread_create(&touchers[i], NULL, touch_range, range[i]);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(touchers[i], &bad);
+		EXPECT_EQ((unsigned long)bad, 0);
+	}
+	for (i = 0; i < 2; i++) {
+		server_stop(&srv[i]);
+		EXPECT_EQ(srv[i].error, 0);
+		total += srv[i].faults;
+	}
+	EXPECT_EQ(total, npages);
+	EXPECT_EQ(count_missing(fd, 0, npages * PAGE, NULL), 0);
+	munmap(mem, npages * PAGE);
+	close(fd);
+	close(vm);
+}
+
+/*
+ * Closing the guest_memfd and the VM while a task waits on a mapping of a
+ * missing page: the mapping keeps the file, the task keeps waiting, and it
+ * can be killed; everything is freed when it goes.
+ */
+TEST(close_with_waiters_then_kill)
+{
+	int vm, fd, status;
+	char *mem;
+	pid_t pid;
+
+	vm = create_vm();
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, SIZE, UF_FLAGS);
+	ASSERT_GE(fd, 0);
+	mem = mmap(NULL, SIZE, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_NE(mem, MAP_FAILED);
+
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		close(fd);
+		close(vm);
+		(void)*(volatile char *)mem;
+		_exit(0);
+	}
+	ASSERT_TRUE(child_sleeping(pid));
+	close(fd);
+	close(vm);
+	munmap(mem, SIZE);
+	usleep(100000);
+	EXPECT_TRUE(child_sleeping(pid));
+	ASSERT_EQ(kill(pid, SIGKILL), 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	EXPECT_TRUE(WIFSIGNALED(status));
+}
+
 TEST(not_userfault)
 {
 	int vm = create_vm(), fd;
