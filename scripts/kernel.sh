@@ -200,6 +200,19 @@ apply_overlay() {
 	rm -rf "$stage"
 }
 
+# rsync filter rules that keep the overlay's files, from its manifest.
+overlay_filter() {
+	local tree=$1 rules="$cache/rsync-filter.$$"
+
+	: >"$rules"
+	if [ -f "$tree/.gmemuf-overlay" ]; then
+		sed -e '/^$/d' -e 's|^|- /|' "$tree/.gmemuf-overlay" >>"$rules"
+		sed -e '/^$/d' -e 's|/[^/]*$|/|' -e 's|^|P /|' \
+			"$tree/.gmemuf-overlay" | sort -u >>"$rules"
+	fi
+	echo "$rules"
+}
+
 # The patched tree: a private copy of the pristine one. rsync only rewrites
 # what differs from the source (so a KERNEL_SRC that moved on is followed)
 # and skips the files the overlay owns.
@@ -211,9 +224,12 @@ prepare_tree() {
 	mkdir -p "$tree"
 	if [ ! -f "$tree/.gmemuf-copied" ] || [ -n "${KERNEL_SRC:-}" ]; then
 		[ -f "$tree/.gmemuf-copied" ] || log "COPY    $src"
+		# Our files are neither overwritten nor deleted, nor are the
+		# directories that hold them.
 		rsync -a --delete --exclude=/.git --exclude=/.gmemuf-\* \
-			--exclude-from=<(sed 's|^|/|' "$tree/.gmemuf-overlay" 2>/dev/null || true) \
-			"$src/" "$tree/"
+			--filter="merge $(overlay_filter "$tree")" \
+			"$src/" "$tree/" >&2
+		rm -f "$cache/rsync-filter.$$"
 		touch "$tree/.gmemuf-copied"
 	fi
 	apply_overlay "$src" "$tree"
