@@ -297,6 +297,15 @@ configure() {
 	echo "$hash" >"$obj/.gmemuf-config"
 }
 
+# The tree's UAPI headers, installed for userspace; prints their directory.
+install_headers() {
+	local key=$1 tree=$2 obj="$cache/obj/$1-headers"
+
+	mkdir -p "$obj"
+	kmake "$tree" "$obj" -s headers_install INSTALL_HDR_PATH="$obj/usr" >&2
+	echo "$obj/usr/include"
+}
+
 with_lock() {
 	exec 9>"$cache/lock"
 	flock 9
@@ -341,11 +350,7 @@ config|build)
 headers)
 	with_lock
 	res=$(prepare_tree)
-	key=${res%% *} tree=${res#* }
-	obj="$cache/obj/$key-headers"
-	mkdir -p "$obj"
-	kmake "$tree" "$obj" -s headers_install INSTALL_HDR_PATH="$obj/usr" >&2
-	echo "$obj/usr/include"
+	install_headers "${res%% *}" "${res#* }"
 	;;
 pristine)
 	# "<key> <dir>": the unpatched tree, and the key its products are
@@ -367,13 +372,11 @@ kvm-selftests)
 	with_lock
 	res=$(prepare_tree)
 	key=${res%% *} tree=${res#* }
-	hobj="$cache/obj/$key-headers"
-	mkdir -p "$hobj"
-	kmake "$tree" "$hobj" -s headers_install INSTALL_HDR_PATH="$hobj/usr" >&2
+	hdr=$(install_headers "$key" "$tree")
 	out="$cache/obj/$key-kvm-selftests"
 	mkdir -p "$out" "$dest"
 	if ! make -C "$tree/tools/testing/selftests/kvm" -j"$jobs" \
-		OUTPUT="$out" KHDR_INCLUDES="-isystem $hobj/usr/include" \
+		OUTPUT="$out" KHDR_INCLUDES="-isystem $hdr" \
 		EXTRA_CFLAGS=-static CC="ccache gcc" CCACHE_DIR="$cache/ccache" \
 		TEST_GEN_PROGS_x86="$*" TEST_GEN_PROGS_EXTENDED_x86= \
 		"${@/#/$out/}" >"$out/build.log" 2>&1; then

@@ -55,6 +55,35 @@ static int create_gmem(int vm, __u64 size, __u64 flags)
 #define UF_FLAGS (GUEST_MEMFD_FLAG_USERFAULT | GUEST_MEMFD_FLAG_MMAP | \
 		  GUEST_MEMFD_FLAG_INIT_SHARED)
 
+/* A VM, a userfault guest_memfd of it, and a shared mapping of the file. */
+struct uf_file {
+	int vm;
+	int fd;
+	char *mem;
+	size_t size;
+};
+
+static int uf_open(struct uf_file *f, size_t size)
+{
+	f->size = size;
+	f->vm = create_vm();
+	if (f->vm < 0)
+		return -1;
+	f->fd = create_gmem(f->vm, size, UF_FLAGS);
+	if (f->fd < 0)
+		return -1;
+	f->mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd,
+		      0);
+	return f->mem == MAP_FAILED ? -1 : 0;
+}
+
+static void uf_close(struct uf_file *f)
+{
+	munmap(f->mem, f->size);
+	close(f->fd);
+	close(f->vm);
+}
+
 static int range_ioctl(int fd, unsigned long ioctl_nr, __u64 offset,
 		       __u64 len, __u64 *done)
 {
@@ -335,6 +364,7 @@ static void server_stop(struct server *srv)
 }
 
 FIXTURE(uf) {
+	struct uf_file f;
 	int vm;
 	int fd;
 	char *mem;
@@ -342,21 +372,15 @@ FIXTURE(uf) {
 
 FIXTURE_SETUP(uf)
 {
-	self->vm = create_vm();
-	ASSERT_GE(self->vm, 0) TH_LOG("KVM_CREATE_VM: %s", strerror(errno));
-	self->fd = create_gmem(self->vm, SIZE, UF_FLAGS);
-	ASSERT_GE(self->fd, 0) TH_LOG("userfault guest_memfd: %s",
-				      strerror(errno));
-	self->mem = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
-			 self->fd, 0);
-	ASSERT_NE(self->mem, MAP_FAILED);
+	ASSERT_EQ(uf_open(&self->f, SIZE), 0) TH_LOG("%s", strerror(errno));
+	self->vm = self->f.vm;
+	self->fd = self->f.fd;
+	self->mem = self->f.mem;
 }
 
 FIXTURE_TEARDOWN(uf)
 {
-	munmap(self->mem, SIZE);
-	close(self->fd);
-	close(self->vm);
+	uf_close(&self->f);
 }
 
 TEST(probe)
@@ -499,28 +523,29 @@ TEST_F(uf, zero_fill)
 	EXPECT_EQ(done, 0);
 }
 
-TEST_F(uf, mmap_fault_waits_for_populate)
+/* A fault on @page waits until it is populated, then sees the contents. */
+static void fault_waits_for_populate(struct __test_metadata *_metadata,
+				     struct uf_file *f, unsigned long page,
+				     bool via_kernel)
 {
 	struct toucher t;
 
-	toucher_start(&t, self->mem + 5 * PAGE, false);
+	toucher_start(&t, f->mem + page * PAGE, via_kernel);
 	ASSERT_TRUE(wait_sleeping(t.tid));
-	ASSERT_EQ(populate(self->fd, 5, 55), PAGE);
+	ASSERT_EQ(populate(f->fd, page, page), PAGE);
 	toucher_join(&t);
-	EXPECT_EQ(t.result, PAGE);
-	EXPECT_TRUE(check(t.copy, PAGE, 55));
+	EXPECT_EQ(t.result, PAGE) TH_LOG("%s", strerror(t.err));
+	EXPECT_TRUE(check(t.copy, PAGE, page));
+}
+
+TEST_F(uf, mmap_fault_waits_for_populate)
+{
+	fault_waits_for_populate(_metadata, &self->f, 5, false);
 }
 
 TEST_F(uf, kernel_fault_waits_with_cap_sys_ptrace)
 {
-	struct toucher t;
-
-	toucher_start(&t, self->mem + 9 * PAGE, true);
-	ASSERT_TRUE(wait_sleeping(t.tid));
-	ASSERT_EQ(populate(self->fd, 9, 9), PAGE);
-	toucher_join(&t);
-	EXPECT_EQ(t.result, PAGE) TH_LOG("write: %s", strerror(t.err));
-	EXPECT_TRUE(check(t.copy, PAGE, 9));
+	fault_waits_for_populate(_metadata, &self->f, 9, true);
 }
 
 static int drop_cap_sys_ptrace(void)
@@ -566,17 +591,16 @@ static void kernel_fault_rule(struct __test_metadata *_metadata, int sysctl)
 	ASSERT_GE(pid, 0);
 	if (!pid) {
 		struct toucher t;
+		struct uf_file f;
 		char *mem;
-		int vm, fd;
+		int fd;
 
 		if (drop_cap_sys_ptrace())
 			_exit(10);
-		vm = create_vm();
-		fd = create_gmem(vm, SIZE, UF_FLAGS);
-		mem = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
-			   fd, 0);
-		if (vm < 0 || fd < 0 || mem == MAP_FAILED)
+		if (uf_open(&f, SIZE))
 			_exit(11);
+		fd = f.fd;
+		mem = f.mem;
 
 		toucher_start(&t, mem, true);
 		if (!sysctl) {
@@ -818,21 +842,28 @@ TEST_F(uf, write_and_kernel_faults_are_told_apart)
 	handler_close(&h);
 }
 
+/*
+ * The tests that fault thousands of pages, with more time than the
+ * harness's default 30 s: under TCG and a debug kernel they take seconds
+ * per thousand pages, and more when the machine is busy.
+ */
+FIXTURE(load) {};
+FIXTURE_SETUP(load) {}
+FIXTURE_TEARDOWN(load) {}
+
 /* 10,000 pages, each touched once in order and once at random. */
-TEST(demand_paging_10000_pages)
+TEST_F_TIMEOUT(load, demand_paging_10000_pages, 300)
 {
 	const unsigned long npages = 10000;
 	unsigned long *order, i, bad = 0;
 	struct server srv;
-	int vm, fd, pass;
+	struct uf_file f;
+	int fd, pass;
 	char *mem;
 
-	vm = create_vm();
-	ASSERT_GE(vm, 0);
-	fd = create_gmem(vm, npages * PAGE, UF_FLAGS);
-	ASSERT_GE(fd, 0);
-	mem = mmap(NULL, npages * PAGE, PROT_READ, MAP_SHARED, fd, 0);
-	ASSERT_NE(mem, MAP_FAILED);
+	ASSERT_EQ(uf_open(&f, npages * PAGE), 0);
+	fd = f.fd;
+	mem = f.mem;
 	order = malloc(npages * sizeof(*order));
 	ASSERT_NE(order, NULL);
 
@@ -863,9 +894,7 @@ TEST(demand_paging_10000_pages)
 	server_stop(&srv);
 	EXPECT_EQ(srv.error, 0);
 	free(order);
-	munmap(mem, npages * PAGE);
-	close(fd);
-	close(vm);
+	uf_close(&f);
 }
 
 static int send_fd(int sock, int fd)
@@ -1137,23 +1166,21 @@ static void *touch_range(void *arg)
 	return (void *)bad;
 }
 
-TEST(two_handlers_share_the_load)
+TEST_F_TIMEOUT(load, two_handlers_share_the_load, 300)
 {
 	const unsigned long npages = 2000;
 	struct server srv[2];
 	pthread_t touchers[4];
 	char *range[4][3];
 	unsigned long total = 0;
+	struct uf_file f;
 	void *bad;
-	int vm, fd, i;
+	int fd, i;
 	char *mem;
 
-	vm = create_vm();
-	ASSERT_GE(vm, 0);
-	fd = create_gmem(vm, npages * PAGE, UF_FLAGS);
-	ASSERT_GE(fd, 0);
-	mem = mmap(NULL, npages * PAGE, PROT_READ, MAP_SHARED, fd, 0);
-	ASSERT_NE(mem, MAP_FAILED);
+	ASSERT_EQ(uf_open(&f, npages * PAGE), 0);
+	fd = f.fd;
+	mem = f.mem;
 
 	server_start(&srv[0], fd);
 	server_start(&srv[1], fd);
@@ -1174,9 +1201,7 @@ TEST(two_handlers_share_the_load)
 	}
 	EXPECT_EQ(total, npages);
 	EXPECT_EQ(count_missing(fd, 0, npages * PAGE, NULL), 0);
-	munmap(mem, npages * PAGE);
-	close(fd);
-	close(vm);
+	uf_close(&f);
 }
 
 /*
@@ -1186,29 +1211,21 @@ TEST(two_handlers_share_the_load)
  */
 TEST(close_with_waiters_then_kill)
 {
-	int vm, fd, status;
-	char *mem;
+	struct uf_file f;
+	int status;
 	pid_t pid;
 
-	vm = create_vm();
-	ASSERT_GE(vm, 0);
-	fd = create_gmem(vm, SIZE, UF_FLAGS);
-	ASSERT_GE(fd, 0);
-	mem = mmap(NULL, SIZE, PROT_READ, MAP_SHARED, fd, 0);
-	ASSERT_NE(mem, MAP_FAILED);
-
+	ASSERT_EQ(uf_open(&f, SIZE), 0);
 	pid = fork();
 	ASSERT_GE(pid, 0);
 	if (!pid) {
-		close(fd);
-		close(vm);
-		(void)*(volatile char *)mem;
+		close(f.fd);
+		close(f.vm);
+		(void)*(volatile char *)f.mem;
 		_exit(0);
 	}
 	ASSERT_TRUE(child_sleeping(pid));
-	close(fd);
-	close(vm);
-	munmap(mem, SIZE);
+	uf_close(&f);
 	usleep(100000);
 	EXPECT_TRUE(child_sleeping(pid));
 	ASSERT_EQ(kill(pid, SIGKILL), 0);
