@@ -233,9 +233,8 @@ static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 			break;
 		}
 
-		/* Fault the source in before taking any lock. */
-		if (from && fault_in_iov_iter_readable(from, PAGE_SIZE) ==
-			    PAGE_SIZE) {
+		/* Fault the whole source page in before taking any lock. */
+		if (from && fault_in_iov_iter_readable(from, PAGE_SIZE)) {
 			r = -EFAULT;
 			break;
 		}
@@ -247,6 +246,7 @@ static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 		if (r == -EAGAIN) {
 			/* The source went away under us: fault it in again. */
 			iov_iter_revert(from, before - iov_iter_count(from));
+			cond_resched();
 			continue;
 		}
 		if (r)
@@ -305,14 +305,29 @@ static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
 		       pgoff_t end)
 {
 	struct address_space *mapping = inode->i_mapping;
+	pgoff_t index;
 
 	/*
 	 * Exclusive: populates hold the lock shared, so none is half way
 	 * through a page that this drops. Faults need no lock: one that sees
-	 * a page missing waits, and one that does not has its mapping zapped
-	 * by the truncation below.
+	 * a page missing waits, and one that does not either has its mapping
+	 * zapped by the truncation below or, with the folio locked, finds the
+	 * page missing after all (kvm_gmem_fault_user_mapping()).
 	 */
 	filemap_invalidate_lock(mapping);
+
+	/*
+	 * A task that found a page missing just before it was populated may
+	 * have posted a record after the populate cleared the posted bit;
+	 * the record is freed as stale, the bit stays. Clear the bits before
+	 * the pages go missing again, or their faults would never be posted.
+	 * Atomically: faults on missing pages of the range set them meanwhile.
+	 */
+	for (index = start; index < end; index++)
+		clear_bit(index, uf->posted);
+	/* A fault that sees a page missing must see its posted bit clear. */
+	smp_mb__after_atomic();
+
 	bitmap_set(uf->missing, start, end - start);
 	kvm_gmem_truncate_range(inode, start, end);
 	filemap_invalidate_unlock(mapping);

@@ -261,6 +261,53 @@ static int gmemuf_fill(struct gmemuf_handler *h, struct io_uring_cmd *cmd)
 	return n;
 }
 
+/*
+ * Take back the records of a handler that lost its last command or its file,
+ * to queue them again elsewhere.
+ */
+static void gmemuf_take_records(struct gmemuf_handler *h,
+				struct list_head *list)
+{
+	lockdep_assert_held(&h->lock);
+
+	list_splice_init(&h->delivered, list);
+	list_splice_init(&h->pending, list);
+}
+
+/*
+ * A handler with no command parked or delivering may not fetch again (its
+ * ring or its task is going away): hand its records to the other handlers,
+ * if there are any, and keep the rest. Called while a command of the
+ * handler still pins its file.
+ */
+static void gmemuf_hand_off(struct gmemuf_handler *h)
+{
+	struct gmemuf_record *rec, *tmp;
+	struct io_uring_cmd *next;
+	LIST_HEAD(records);
+
+	spin_lock(&h->lock);
+	if (list_empty(&h->parked) && !h->busy)
+		gmemuf_take_records(h, &records);
+	spin_unlock(&h->lock);
+
+	list_for_each_entry_safe(rec, tmp, &records, node) {
+		list_del(&rec->node);
+		if (!gmemuf_missing(h->uf, rec->index)) {
+			kfree(rec);
+			continue;
+		}
+		if (gmemuf_queue_on_handler(h->uf, rec, h))
+			continue;
+		/* A fetch may have been parked meanwhile: kick it. */
+		spin_lock(&h->lock);
+		list_add_tail(&rec->node, &h->pending);
+		next = gmemuf_take_parked(h);
+		spin_unlock(&h->lock);
+		gmemuf_kick(next);
+	}
+}
+
 static void gmemuf_fetch_tw(struct io_tw_req tw_req, io_tw_token_t tw)
 {
 	struct io_uring_cmd *cmd = io_uring_cmd_from_tw(tw_req);
@@ -280,6 +327,8 @@ static void gmemuf_fetch_tw(struct io_tw_req tw_req, io_tw_token_t tw)
 	next = gmemuf_take_parked(h);
 	spin_unlock(&h->lock);
 
+	if (tw.cancel)
+		gmemuf_hand_off(h);
 	if (r)
 		io_uring_cmd_done(cmd, r, IO_URING_CMD_TASK_WORK_ISSUE_FLAGS);
 	gmemuf_kick(next);
@@ -301,55 +350,23 @@ static void gmemuf_prune(struct gmemuf_handler *h)
 		kfree(rec);
 }
 
-/*
- * Take back the records of a handler that lost its last command or its file,
- * to queue them again elsewhere.
- */
-static void gmemuf_take_records(struct gmemuf_handler *h,
-				struct list_head *list)
-{
-	lockdep_assert_held(&h->lock);
-
-	list_splice_init(&h->delivered, list);
-	list_splice_init(&h->pending, list);
-}
-
-/*
- * The ring or the task of a parked command is going away. If it was the
- * handler's last command, its records go to the other handlers, if any:
- * this one may not fetch again.
- */
+/* The ring or the task of a parked command is going away. */
 static void gmemuf_cancel(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 			  unsigned int issue_flags)
 {
 	struct gmemuf_fetch_pdu *pdu = gmemuf_pdu(cmd);
-	struct gmemuf_record *rec, *tmp;
-	LIST_HEAD(records);
 	bool parked;
 
 	spin_lock(&h->lock);
 	/* A command taken for delivery is completed by its task work. */
 	parked = !list_empty(&pdu->node);
 	list_del_init(&pdu->node);
-	if (parked && list_empty(&h->parked) && !h->busy)
-		gmemuf_take_records(h, &records);
 	spin_unlock(&h->lock);
 
 	if (!parked)
 		return;
 
-	/* Still before io_uring_cmd_done(): the command pins h's file. */
-	list_for_each_entry_safe(rec, tmp, &records, node) {
-		list_del(&rec->node);
-		if (!gmemuf_missing(h->uf, rec->index)) {
-			kfree(rec);
-		} else if (!gmemuf_queue_on_handler(h->uf, rec, h)) {
-			spin_lock(&h->lock);
-			list_add_tail(&rec->node, &h->pending);
-			spin_unlock(&h->lock);
-		}
-	}
-
+	gmemuf_hand_off(h);
 	io_uring_cmd_done(cmd, -ECANCELED, issue_flags);
 }
 
@@ -368,6 +385,7 @@ static int gmemuf_fetch(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 
 	pdu->addr = addr;
 	pdu->nr = nr;
+	INIT_LIST_HEAD(&pdu->node);
 	gmemuf_prune(h);
 
 	/*
@@ -417,22 +435,27 @@ static int gmemuf_handler_release(struct inode *inode, struct file *file)
 {
 	struct gmemuf_handler *h = file->private_data;
 	struct gmemuf *uf = h->uf;
-	struct gmemuf_handlers *hs, *old;
+	struct gmemuf_handlers *hs = NULL, *old;
 	LIST_HEAD(records);
 	unsigned int i, n = 0;
 
 	mutex_lock(&uf->handlers_lock);
 	old = rcu_dereference_protected(uf->handlers,
 					lockdep_is_held(&uf->handlers_lock));
-	hs = NULL;
-	if (old->nr > 1) {
-		hs = kzalloc_flex(*hs, h, old->nr - 1, GFP_KERNEL | __GFP_NOFAIL);
-		hs->nr = old->nr - 1;
-		for (i = 0; i < old->nr; i++)
-			if (old->h[i] != h)
-				hs->h[n++] = old->h[i];
+	/* A handler whose attach failed was never published. */
+	for (i = 0; old && i < old->nr && old->h[i] != h; i++)
+		;
+	if (old && i < old->nr) {
+		if (old->nr > 1) {
+			hs = kzalloc_flex(*hs, h, old->nr - 1,
+					  GFP_KERNEL | __GFP_NOFAIL);
+			hs->nr = old->nr - 1;
+			for (i = 0; i < old->nr; i++)
+				if (old->h[i] != h)
+					hs->h[n++] = old->h[i];
+		}
+		gmemuf_set_handlers(uf, hs);
 	}
-	gmemuf_set_handlers(uf, hs);
 	mutex_unlock(&uf->handlers_lock);
 
 	/*

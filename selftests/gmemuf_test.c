@@ -523,6 +523,22 @@ TEST_F(uf, zero_fill)
 	EXPECT_EQ(done, 0);
 }
 
+/* A fault on @page is fetched by @h, populated, and seen. */
+static void fault_served_by(struct __test_metadata *_metadata,
+			    struct uf_file *f, struct handler *h,
+			    unsigned long page)
+{
+	struct toucher t;
+
+	toucher_start(&t, f->mem + page * PAGE, false);
+	ASSERT_EQ(handler_fetch(h, 16), 0);
+	ASSERT_EQ(handler_wait(h, 10000), 1);
+	EXPECT_EQ(h->faults[0].offset, page * PAGE);
+	ASSERT_EQ(populate(f->fd, page, page), PAGE);
+	toucher_join(&t);
+	EXPECT_TRUE(check(t.copy, PAGE, page));
+}
+
 /* A fault on @page waits until it is populated, then sees the contents. */
 static void fault_waits_for_populate(struct __test_metadata *_metadata,
 				     struct uf_file *f, unsigned long page,
@@ -1147,6 +1163,46 @@ TEST_F(uf, fetch_bad_input)
 	EXPECT_EQ(ioctl(self->fd, GMEMUF_IOC_HANDLER, 1), -1);
 	EXPECT_EQ(errno, EINVAL);
 	handler_close(&h);
+}
+
+/* 256 handlers at most; failing to attach one leaves the others alone. */
+TEST_F(uf, handler_limit)
+{
+	static int fds[257];
+	struct handler h;
+	int i, n;
+
+	for (n = 0; n < 257; n++) {
+		fds[n] = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+		if (fds[n] < 0)
+			break;
+	}
+	EXPECT_EQ(n, 256);
+	EXPECT_EQ(errno, ENOSPC);
+	/* Twice, and with one closed there is room again. */
+	EXPECT_EQ(ioctl(self->fd, GMEMUF_IOC_HANDLER, 0), -1);
+	EXPECT_EQ(errno, ENOSPC);
+	close(fds[--n]);
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	for (i = 0; i < n; i++)
+		close(fds[i]);
+	/* The survivor still gets faults. */
+	fault_served_by(_metadata, &self->f, &h, 52);
+	handler_close(&h);
+}
+
+/* A source page readable only in part: EFAULT, no spinning. */
+TEST_F(uf, pwrite_from_half_readable_page)
+{
+	char *buf = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ASSERT_NE(buf, MAP_FAILED);
+	ASSERT_EQ(munmap(buf + PAGE, PAGE), 0);
+	EXPECT_EQ(pwrite(self->fd, buf + PAGE / 2, PAGE, 0), -1);
+	EXPECT_EQ(errno, EFAULT);
+	EXPECT_EQ(count_missing(self->fd, 0, PAGE, NULL), 1);
+	munmap(buf, PAGE);
 }
 
 /*
