@@ -13,8 +13,8 @@
  * only the waiters of the pages it resolved, never a queue for the whole
  * file.
  *
- * Locking:
- *  - The bitmap is read without locks on the fault paths.
+ * Locking of the missing bitmap:
+ *  - It is read without locks on the fault paths.
  *  - Bits are set only with the mapping's invalidate_lock held exclusive
  *    (GMEMUF_IOC_ARM), together with the truncation of the pages, so that no
  *    populate can fill a page that the arm is about to drop.
@@ -65,6 +65,13 @@ static void gmemuf_resolve(struct gmemuf *uf, pgoff_t index)
 	clear_bit(index, uf->posted);
 }
 
+/* One bit per page: 32 MiB for a 1 TiB file, so not always kmalloc-able. */
+static unsigned long *gmemuf_bitmap_alloc(pgoff_t nr_pages)
+{
+	return kvcalloc(BITS_TO_LONGS(nr_pages), sizeof(unsigned long),
+			GFP_KERNEL_ACCOUNT);
+}
+
 int gmemuf_create(struct inode *inode)
 {
 	pgoff_t nr_pages = i_size_read(inode) >> PAGE_SHIFT;
@@ -74,16 +81,15 @@ int gmemuf_create(struct inode *inode)
 	if (!uf)
 		return -ENOMEM;
 
-	uf->missing = bitmap_alloc(nr_pages, GFP_KERNEL_ACCOUNT);
-	uf->posted = bitmap_zalloc(nr_pages, GFP_KERNEL_ACCOUNT);
+	uf->missing = gmemuf_bitmap_alloc(nr_pages);
+	uf->posted = gmemuf_bitmap_alloc(nr_pages);
 	if (!uf->missing || !uf->posted) {
-		bitmap_free(uf->missing);
-		bitmap_free(uf->posted);
+		kvfree(uf->missing);
+		kvfree(uf->posted);
 		kfree(uf);
 		return -ENOMEM;
 	}
 	bitmap_fill(uf->missing, nr_pages);
-	uf->nr_pages = nr_pages;
 	mutex_init(&uf->handlers_lock);
 	spin_lock_init(&uf->orphans_lock);
 	INIT_LIST_HEAD(&uf->orphans);
@@ -105,8 +111,8 @@ void gmemuf_destroy(struct inode *inode)
 	inode->i_private = NULL;
 	gmemuf_free_orphans(uf);
 	mutex_destroy(&uf->handlers_lock);
-	bitmap_free(uf->missing);
-	bitmap_free(uf->posted);
+	kvfree(uf->missing);
+	kvfree(uf->posted);
 	kfree(uf);
 }
 

@@ -23,7 +23,6 @@ struct gmemuf {
 	unsigned long *missing;
 	/* One bit per page, set while a record of a fault on it is out. */
 	unsigned long *posted;
-	pgoff_t nr_pages;
 
 	/* Attach and release of handlers. */
 	struct mutex handlers_lock;

@@ -130,8 +130,8 @@ static bool gmemuf_queue_on_handler(struct gmemuf *uf,
 		return false;
 
 	/*
-	 * First the faulting CPU's handler, then any with a parked command,
-	 * then any at all: the common case takes one handler's lock.
+	 * The faulting CPU's handler if it has a command parked, else the next
+	 * that has one, else any live one: the common case takes one lock.
 	 */
 	start = raw_smp_processor_id() % hs->nr;
 	for (any_parked = true; ; any_parked = false) {
