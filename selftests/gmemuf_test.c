@@ -913,45 +913,52 @@ TEST_F_TIMEOUT(load, demand_paging_10000_pages, 300)
 	uf_close(&f);
 }
 
-static int send_fd(int sock, int fd)
-{
-	char c = 0;
-	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+/* A one-byte message with room for one SCM_RIGHTS file descriptor. */
+struct fd_msg {
+	char byte;
+	struct iovec iov;
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
 	} u;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-	};
-	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+	struct msghdr msg;
+};
 
+static void fd_msg_init(struct fd_msg *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->iov.iov_base = &m->byte;
+	m->iov.iov_len = 1;
+	m->msg.msg_iov = &m->iov;
+	m->msg.msg_iovlen = 1;
+	m->msg.msg_control = m->u.buf;
+	m->msg.msg_controllen = sizeof(m->u.buf);
+}
+
+static int send_fd(int sock, int fd)
+{
+	struct cmsghdr *cmsg;
+	struct fd_msg m;
+
+	fd_msg_init(&m);
+	cmsg = CMSG_FIRSTHDR(&m.msg);
 	cmsg->cmsg_level = SOL_SOCKET;
 	cmsg->cmsg_type = SCM_RIGHTS;
 	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-	return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
+	return sendmsg(sock, &m.msg, 0) == 1 ? 0 : -1;
 }
 
 static int recv_fd(int sock)
 {
-	char c;
-	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-	};
 	struct cmsghdr *cmsg;
+	struct fd_msg m;
 	int fd;
 
-	if (recvmsg(sock, &msg, 0) != 1)
+	fd_msg_init(&m);
+	if (recvmsg(sock, &m.msg, 0) != 1)
 		return -1;
-	cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg = CMSG_FIRSTHDR(&m.msg);
 	if (!cmsg || cmsg->cmsg_type != SCM_RIGHTS)
 		return -1;
 	memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
