@@ -50,7 +50,7 @@ REPORTS = [
 MARK_BEGIN = re.compile(r"^# gmemuf-begin (\S+)")
 MARK_END = re.compile(r"^# gmemuf-end (\S+) (\S+)")
 KMSG_BEGIN = re.compile(r"gmemuf: begin (\S+)")
-KMSG_END = re.compile(r"gmemuf: end (\S+)")
+KMSG_END = re.compile(r"gmemuf: end (\S+)(?: (\S+))?")
 TAP = re.compile(r"^(not )?ok\s+(\d+)\s*(?:-\s*)?(.*?)\s*$")
 TAP_DIRECTIVE = re.compile(r"^(.*?)\s*#\s*(SKIP|TODO|XFAIL)\b\s*(.*)$", re.I)
 TAP_PLAN = re.compile(r"^1\.\.(\d+)")
@@ -255,10 +255,10 @@ def run(args):
                 line = raw.decode("utf-8", "replace").rstrip()
                 m = PRINTK.search(line)
                 text = m.group(1) if m else ""
-                e = re.search(r"gmemuf: end (\S+) (\S+)", text)
+                e = KMSG_END.search(text)
                 if args.mode == "demo" and not m:
                     print(line, flush=True)
-                elif e:
+                elif e and e.group(2):
                     st = {"0": "ok", "4": "skip"}.get(e.group(2),
                                                       "status " + e.group(2))
                     print(f"[{time.monotonic() - start:6.1f}s] "
