@@ -72,7 +72,7 @@ static unsigned long *gmemuf_bitmap_alloc(pgoff_t nr_pages)
 			GFP_KERNEL_ACCOUNT);
 }
 
-int gmemuf_create(struct inode *inode)
+int gmemuf_create(struct inode *inode, u64 flags)
 {
 	pgoff_t nr_pages = i_size_read(inode) >> PAGE_SHIFT;
 	struct gmemuf *uf;
@@ -94,6 +94,7 @@ int gmemuf_create(struct inode *inode)
 	spin_lock_init(&uf->orphans_lock);
 	INIT_LIST_HEAD(&uf->orphans);
 	uf->kernel_faults = gmemuf_kernel_faults_allowed();
+	uf->vcpu_exit = flags & GUEST_MEMFD_FLAG_USERFAULT_EXIT;
 
 	inode->i_private = uf;
 	return 0;
@@ -114,6 +115,92 @@ void gmemuf_destroy(struct inode *inode)
 	kvfree(uf->missing);
 	kvfree(uf->posted);
 	kfree(uf);
+}
+
+/*
+ * For kvm_gmem_populate(), which fills pages for the launch of SEV-SNP and TDX
+ * guests: a page filled there is present, as if populated with pwrite().
+ */
+void gmemuf_mark_present(struct inode *inode, pgoff_t index)
+{
+	struct gmemuf *uf = GMEMUF(inode);
+
+	if (uf && gmemuf_missing(uf, index))
+		gmemuf_resolve(uf, index);
+}
+
+/*
+ * The wake function of a vCPU's wait: unlike a task in wait_on_bit(), which
+ * waits until the bit is clear, a vCPU also wakes for GMEMUF_IOC_WAKE while
+ * the page is still missing, to run its fault again against the memslots and
+ * memory attributes as they are then.
+ */
+static int gmemuf_wake_vcpu(struct wait_queue_entry *wq_entry,
+			    unsigned int mode, int sync, void *arg)
+{
+	struct wait_bit_queue_entry *wbq_entry =
+		container_of(wq_entry, struct wait_bit_queue_entry, wq_entry);
+	struct wait_bit_key *key = arg;
+
+	if (wbq_entry->key.flags != key->flags ||
+	    wbq_entry->key.bit_nr != key->bit_nr)
+		return 0;
+
+	return autoremove_wake_function(wq_entry, mode, sync, key);
+}
+
+/*
+ * Sleep until page @index is populated or disarmed, its range is woken, or a
+ * signal is pending: once, for the caller to retry the fault in any case.
+ */
+static void gmemuf_wait_vcpu(struct gmemuf *uf, pgoff_t index)
+{
+	unsigned long *word = gmemuf_word(uf, index);
+	int bit = gmemuf_bit(index);
+	struct wait_queue_head *wq = bit_waitqueue(word, bit);
+	DEFINE_WAIT_BIT(wbq_entry, word, bit);
+
+	wbq_entry.wq_entry.func = gmemuf_wake_vcpu;
+	prepare_to_wait(wq, &wbq_entry.wq_entry, TASK_INTERRUPTIBLE);
+	if (gmemuf_missing(uf, index) && !signal_pending(current))
+		schedule();
+	finish_wait(wq, &wbq_entry.wq_entry);
+}
+
+/*
+ * A vCPU, or KVM on its behalf (KVM_PRE_FAULT_MEMORY), faulted on page @index
+ * of @file, a userfault guest_memfd, and kvm_gmem_get_pfn() found it missing.
+ * Post the fault; then, in exit mode, return -EFAULT for a memory-fault exit,
+ * or else wait for the page and return 0 for the fault to be retried. Called
+ * with the vCPU's SRCU lock held; the caller holds @file.
+ */
+int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
+		      u32 flags)
+{
+	struct gmemuf *uf = GMEMUF(file_inode(file));
+	int r;
+
+	if (!gmemuf_missing(uf, index))
+		return 0;
+
+	r = gmemuf_post(uf, index, flags | GMEMUF_FAULT_VCPU);
+	if (r)
+		return r;
+
+	if (uf->vcpu_exit)
+		return -EFAULT;
+
+	/*
+	 * Not under kvm->srcu: memslot updates wait for its readers, and this
+	 * waits for as long as userspace takes to fetch the page. A pending
+	 * signal ends the wait at once; the retried fault leaves KVM_RUN with
+	 * EINTR before entering the guest, and posts nothing new: the record
+	 * is still out.
+	 */
+	kvm_vcpu_srcu_read_unlock(vcpu);
+	gmemuf_wait_vcpu(uf, index);
+	kvm_vcpu_srcu_read_lock(vcpu);
+	return 0;
 }
 
 /*
@@ -468,6 +555,11 @@ long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
 
 u64 gmemuf_features(void)
 {
-	return GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
-	       GMEMUF_FEATURE_URING_FETCH;
+	u64 features = GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
+		       GMEMUF_FEATURE_URING_FETCH;
+
+	/* The vCPU side needs a hook in the arch's stage-2 fault path. */
+	if (IS_ENABLED(CONFIG_X86))
+		features |= GMEMUF_FEATURE_VCPU_WAIT | GMEMUF_FEATURE_VCPU_EXIT;
+	return features;
 }

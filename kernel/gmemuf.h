@@ -15,6 +15,8 @@
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
 
+struct kvm_vcpu;
+
 #ifdef CONFIG_KVM_GMEMUF
 struct gmemuf_handlers;
 
@@ -37,6 +39,8 @@ struct gmemuf {
 	 * can stall kernel code for as long as userspace chooses.
 	 */
 	bool kernel_faults;
+	/* GUEST_MEMFD_FLAG_USERFAULT_EXIT: vCPU faults exit, not wait. */
+	bool vcpu_exit;
 };
 
 /* The word and bit of page @index, which key its wait queue too. */
@@ -63,22 +67,26 @@ static inline bool gmemuf_page_missing(struct inode *inode, pgoff_t index)
 	return unlikely(uf) && gmemuf_missing(uf, index);
 }
 
-int gmemuf_create(struct inode *inode);
+int gmemuf_create(struct inode *inode, u64 flags);
 void gmemuf_destroy(struct inode *inode);
+void gmemuf_mark_present(struct inode *inode, pgoff_t index);
 int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags);
 int gmemuf_attach_handler(struct gmemuf *uf, struct file *gmem_file);
 void gmemuf_free_orphans(struct gmemuf *uf);
 vm_fault_t gmemuf_fault_user(struct vm_fault *vmf);
+int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
+		      u32 flags);
 long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg);
 ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from);
 u64 gmemuf_features(void);
 #else
-static inline int gmemuf_create(struct inode *inode)
+static inline int gmemuf_create(struct inode *inode, u64 flags)
 {
 	return -EINVAL;
 }
 
 static inline void gmemuf_destroy(struct inode *inode) {}
+static inline void gmemuf_mark_present(struct inode *inode, pgoff_t index) {}
 
 static inline bool gmemuf_page_missing(struct inode *inode, pgoff_t index)
 {

@@ -375,9 +375,11 @@ kvm-selftests)
 	hdr=$(install_headers "$key" "$tree")
 	out="$cache/obj/$key-kvm-selftests"
 	mkdir -p "$out" "$dest"
+	# LDLIBS: the Makefiles' own (-ldl -luuid), and liburing for our handlers.
 	if ! make -C "$tree/tools/testing/selftests/kvm" -j"$jobs" \
 		OUTPUT="$out" KHDR_INCLUDES="-isystem $hdr" \
 		EXTRA_CFLAGS=-static CC="ccache gcc" CCACHE_DIR="$cache/ccache" \
+		LDLIBS="-ldl -luuid -luring" \
 		TEST_GEN_PROGS_x86="$*" TEST_GEN_PROGS_EXTENDED_x86= \
 		"${@/#/$out/}" >"$out/build.log" 2>&1; then
 		grep -E 'error|warning' "$out/build.log" | head -40 >&2

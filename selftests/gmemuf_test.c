@@ -388,11 +388,29 @@ TEST(probe)
 	int vm = create_vm();
 
 	ASSERT_GE(vm, 0);
-	EXPECT_TRUE(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_FLAGS) &
-		    GUEST_MEMFD_FLAG_USERFAULT);
+	EXPECT_EQ(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_FLAGS) &
+		  (GUEST_MEMFD_FLAG_USERFAULT | GUEST_MEMFD_FLAG_USERFAULT_EXIT),
+		  GUEST_MEMFD_FLAG_USERFAULT | GUEST_MEMFD_FLAG_USERFAULT_EXIT);
+	/* This is x86: the vCPU side is there too. */
 	EXPECT_EQ(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_USERFAULT),
 		  (int)(GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
-			GMEMUF_FEATURE_URING_FETCH));
+			GMEMUF_FEATURE_URING_FETCH | GMEMUF_FEATURE_VCPU_WAIT |
+			GMEMUF_FEATURE_VCPU_EXIT));
+	close(vm);
+}
+
+/* The exit flag alone makes a userfault guest_memfd: it implies the mode. */
+TEST(exit_flag_implies_userfault)
+{
+	struct gmemuf_bitmap b = { .offset = 0, .len = 4 * PAGE };
+	int vm = create_vm(), fd;
+
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, 4 * PAGE, GUEST_MEMFD_FLAG_USERFAULT_EXIT);
+	ASSERT_GE(fd, 0) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(ioctl(fd, GMEMUF_IOC_GET_BITMAP, &b), 0);
+	EXPECT_EQ(b.missing, 4);
+	close(fd);
 	close(vm);
 }
 

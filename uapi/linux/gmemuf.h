@@ -5,7 +5,10 @@
  * A guest_memfd created with GUEST_MEMFD_FLAG_USERFAULT (<linux/kvm.h>)
  * starts with every page missing. An access to a missing page waits until
  * the page is populated, with pwrite() and friends on the guest_memfd or
- * GMEMUF_IOC_ZERO, or until its range is disarmed. The ioctls below are
+ * GMEMUF_IOC_ZERO, or until its range is disarmed. A guest_memfd created
+ * with GUEST_MEMFD_FLAG_USERFAULT_EXIT is a userfault guest_memfd whose
+ * vCPU accesses do not wait: KVM_RUN fails with EFAULT and a
+ * KVM_EXIT_MEMORY_FAULT whose flags have KVM_MEMORY_EXIT_FLAG_USERFAULT. The ioctls below are
  * issued on the guest_memfd itself. See Documentation/gmemuf/uapi.rst.
  */
 #ifndef _UAPI_LINUX_GMEMUF_H
@@ -23,6 +26,8 @@
 #define GMEMUF_FEATURE_MMAP_FAULT	_BITULL(0) /* mmap faults wait */
 #define GMEMUF_FEATURE_POPULATE		_BITULL(1) /* write(), ZERO, WAKE */
 #define GMEMUF_FEATURE_URING_FETCH	_BITULL(2) /* GMEMUF_CMD_FETCH */
+#define GMEMUF_FEATURE_VCPU_WAIT	_BITULL(3) /* vCPU faults wait */
+#define GMEMUF_FEATURE_VCPU_EXIT	_BITULL(4) /* GUEST_MEMFD_FLAG_USERFAULT_EXIT */
 
 /*
  * A range of a userfault guest_memfd, for GMEMUF_IOC_ARM, _DISARM, _ZERO
@@ -76,8 +81,11 @@ struct gmemuf_bitmap {
  */
 #define GMEMUF_IOC_ZERO		_IOWR(KVMIO, 0xf2, struct gmemuf_range)
 /*
- * Wake the tasks waiting for pages of a range. Those whose page is still
- * missing wait again; nothing else changes.
+ * Wake the tasks waiting for pages of a range. Tasks that faulted on a
+ * mapping wait again if their page is still missing; vCPUs run their fault
+ * again, against the memslots and memory attributes as they are now, and
+ * wait again (with no second record) if it still needs a missing page.
+ * Nothing else changes.
  */
 #define GMEMUF_IOC_WAKE		_IOWR(KVMIO, 0xf3, struct gmemuf_range)
 /* Read which pages of a range are missing, and how many. */
