@@ -44,6 +44,7 @@
 #include "test_util.h"
 #include "ucall_common.h"
 #include "kselftest_harness.h"
+#include "gmemuf_pattern.h"
 
 /* Far above slot 0 (code, page tables, stacks) and the PCI hole. */
 #define CANARY_GPA		((u64)SZ_4G)
@@ -98,20 +99,7 @@ asm(".pushsection .text\n"
 	".popsection\n");
 #define MARKER_IMM_OFFSET	2
 
-/* Shared by host and guest: the value of the 8-byte word at offset @off. */
-static inline u64 canary_word(u64 seed, u64 off)
-{
-	u64 x = (seed ^ off) * 0x9e3779b97f4a7c15ull;
-
-	return x ^ (x >> 29) ^ off;
-}
-
-static inline u64 canary_csum(u64 csum, u64 word)
-{
-	return ((csum << 7) | (csum >> 57)) + word;
-}
-
-/* Checksum of canary_word(@seed, ...) over @size bytes, 0 in the zero range. */
+/* Checksum of pattern_word(@seed, ...) over @size bytes, 0 in the zero range. */
 static u64 expected_csum(u64 seed, u64 size, u64 zero_start, u64 zero_end)
 {
 	u64 csum = CSUM_INIT, off;
@@ -119,7 +107,7 @@ static u64 expected_csum(u64 seed, u64 size, u64 zero_start, u64 zero_end)
 	for (off = 0; off < size; off += sizeof(u64)) {
 		bool zero = off >= zero_start && off < zero_end;
 
-		csum = canary_csum(csum, zero ? 0 : canary_word(seed, off));
+		csum = pattern_csum(csum, zero ? 0 : pattern_word(seed, off));
 	}
 	return csum;
 }
@@ -135,27 +123,27 @@ static void guest_code_shared(u64 *data, u64 size)
 	/* The host wrote these through its mmap of the guest_memfd. */
 	for (i = 0; i < nr_words; i++) {
 		val = READ_ONCE(data[i]);
-		__GUEST_ASSERT(val == canary_word(SEED_HOST, i * 8),
+		__GUEST_ASSERT(val == pattern_word(SEED_HOST, i * 8),
 			       "Guest read 0x%lx at offset 0x%lx, wanted the host's 0x%lx",
-			       val, i * 8, canary_word(SEED_HOST, i * 8));
+			       val, i * 8, pattern_word(SEED_HOST, i * 8));
 	}
 
 	for (i = 0; i < nr_words; i++)
-		WRITE_ONCE(data[i], canary_word(SEED_GUEST, i * 8));
+		WRITE_ONCE(data[i], pattern_word(SEED_GUEST, i * 8));
 
 	csum = CSUM_INIT;
 	for (i = 0; i < nr_words; i++)
-		csum = canary_csum(csum, READ_ONCE(data[i]));
+		csum = pattern_csum(csum, READ_ONCE(data[i]));
 	GUEST_SYNC2(STAGE_GUEST_WROTE, csum);
 
 	/* The host rewrote everything while this vCPU was stopped. */
 	csum = CSUM_INIT;
 	for (i = 0; i < nr_words; i++) {
 		val = READ_ONCE(data[i]);
-		__GUEST_ASSERT(val == canary_word(SEED_HOST2, i * 8),
+		__GUEST_ASSERT(val == pattern_word(SEED_HOST2, i * 8),
 			       "Guest read 0x%lx at offset 0x%lx after the host's rewrite, wanted 0x%lx",
-			       val, i * 8, canary_word(SEED_HOST2, i * 8));
-		csum = canary_csum(csum, val);
+			       val, i * 8, pattern_word(SEED_HOST2, i * 8));
+		csum = pattern_csum(csum, val);
 	}
 	GUEST_SYNC2(STAGE_HOST_REWROTE, csum);
 
@@ -181,11 +169,11 @@ static void guest_code_private(u64 *data, u64 size)
 	}
 
 	for (i = 0; i < nr_words; i++)
-		WRITE_ONCE(data[i], canary_word(SEED_PRIVATE, i * 8));
+		WRITE_ONCE(data[i], pattern_word(SEED_PRIVATE, i * 8));
 
 	csum = CSUM_INIT;
 	for (i = 0; i < nr_words; i++)
-		csum = canary_csum(csum, READ_ONCE(data[i]));
+		csum = pattern_csum(csum, READ_ONCE(data[i]));
 	GUEST_SYNC2(STAGE_PRIVATE_WROTE, csum);
 
 	/* The host punched [PUNCH_START, PUNCH_END) out of the guest_memfd. */
@@ -193,12 +181,12 @@ static void guest_code_private(u64 *data, u64 size)
 	for (i = 0; i < nr_words; i++) {
 		off = i * 8;
 		want = off >= PUNCH_START && off < PUNCH_END ?
-		       0 : canary_word(SEED_PRIVATE, off);
+		       0 : pattern_word(SEED_PRIVATE, off);
 		val = READ_ONCE(data[i]);
 		__GUEST_ASSERT(val == want,
 			       "After PUNCH_HOLE, offset 0x%lx reads 0x%lx, wanted 0x%lx",
 			       off, val, want);
-		csum = canary_csum(csum, val);
+		csum = pattern_csum(csum, val);
 	}
 	GUEST_SYNC2(STAGE_PRIVATE_PUNCHED, csum);
 
@@ -252,7 +240,7 @@ static void host_fill(u64 *mem, u64 size, u64 seed)
 	u64 i;
 
 	for (i = 0; i < size / sizeof(u64); i++)
-		WRITE_ONCE(mem[i], canary_word(seed, i * 8));
+		WRITE_ONCE(mem[i], pattern_word(seed, i * 8));
 }
 
 /* Check that @mem holds @seed's pattern and return its checksum. */
@@ -262,10 +250,10 @@ static u64 host_check(const u64 *mem, u64 size, u64 seed)
 
 	for (i = 0; i < size / sizeof(u64); i++) {
 		val = READ_ONCE(mem[i]);
-		TEST_ASSERT(val == canary_word(seed, i * 8),
+		TEST_ASSERT(val == pattern_word(seed, i * 8),
 			    "Host read 0x%lx at guest_memfd offset 0x%lx, wanted 0x%lx",
-			    val, i * 8, canary_word(seed, i * 8));
-		csum = canary_csum(csum, val);
+			    val, i * 8, pattern_word(seed, i * 8));
+		csum = pattern_csum(csum, val);
 	}
 	return csum;
 }

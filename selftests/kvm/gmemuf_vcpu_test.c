@@ -53,6 +53,7 @@
 #include "test_util.h"
 #include "ucall_common.h"
 #include "kselftest_harness.h"
+#include "gmemuf_pattern.h"
 
 #define UF_FEATURES	(GMEMUF_FEATURE_POPULATE | GMEMUF_FEATURE_URING_FETCH | \
 			 GMEMUF_FEATURE_VCPU_WAIT | GMEMUF_FEATURE_VCPU_EXIT)
@@ -102,19 +103,6 @@
 #define STAGE_CSUM		1
 #define STAGE_READ		2
 
-/* Shared by host and guest: the value of the 8-byte word at offset @off. */
-static inline u64 uf_word(u64 seed, u64 off)
-{
-	u64 x = (seed ^ off) * 0x9e3779b97f4a7c15ull;
-
-	return x ^ (x >> 29) ^ off;
-}
-
-static inline u64 uf_csum(u64 csum, u64 word)
-{
-	return ((csum << 7) | (csum >> 57)) + word;
-}
-
 /*
  * The guest of the region tests: @npages pages at @gva, file offset
  * @file_off of the guest_memfd. Read every word of a page (the first touch,
@@ -122,40 +110,43 @@ static inline u64 uf_csum(u64 csum, u64 word)
  * overwrite the page with the guest's; at the end check the guest's writes.
  * Report a checksum of everything read.
  */
+/*
+ * Read every word of @page, at file offset @off, check that it holds @seed's
+ * pattern, and fold it into @csum.
+ */
+static u64 guest_check_page(const u64 *page, u64 off, u64 seed, u64 csum)
+{
+	u64 i, val, want;
+
+	for (i = 0; i < WORDS_PER_PAGE; i++) {
+		val = READ_ONCE(page[i]);
+		want = pattern_word(seed, off + i * sizeof(u64));
+		__GUEST_ASSERT(val == want,
+			       "Guest read 0x%lx at file offset 0x%lx, wanted 0x%lx (seed 0x%lx)",
+			       val, off + i * sizeof(u64), want, seed);
+		csum = pattern_csum(csum, val);
+	}
+	return csum;
+}
+
 static void guest_region(u64 gva, u64 file_off, u64 npages)
 {
-	u64 csum = CSUM_INIT, p, i, off, val, want;
+	u64 csum = CSUM_INIT, p, i, off;
 	u64 *page;
 
 	for (p = 0; p < npages; p++) {
 		page = (u64 *)(gva + p * PAGE_SIZE);
-		for (i = 0; i < WORDS_PER_PAGE; i++) {
-			off = file_off + p * PAGE_SIZE + i * sizeof(u64);
-			val = READ_ONCE(page[i]);
-			want = uf_word(SEED_HOST, off);
-			__GUEST_ASSERT(val == want,
-				       "Guest read 0x%lx at file offset 0x%lx, wanted the host's 0x%lx",
-				       val, off, want);
-			csum = uf_csum(csum, val);
-		}
-		for (i = 0; i < WORDS_PER_PAGE; i++) {
-			off = file_off + p * PAGE_SIZE + i * sizeof(u64);
-			WRITE_ONCE(page[i], uf_word(SEED_GUEST, off));
-		}
+		off = file_off + p * PAGE_SIZE;
+		csum = guest_check_page(page, off, SEED_HOST, csum);
+		for (i = 0; i < WORDS_PER_PAGE; i++)
+			WRITE_ONCE(page[i],
+				   pattern_word(SEED_GUEST, off + i * sizeof(u64)));
 	}
 
-	for (p = 0; p < npages; p++) {
-		page = (u64 *)(gva + p * PAGE_SIZE);
-		for (i = 0; i < WORDS_PER_PAGE; i++) {
-			off = file_off + p * PAGE_SIZE + i * sizeof(u64);
-			val = READ_ONCE(page[i]);
-			want = uf_word(SEED_GUEST, off);
-			__GUEST_ASSERT(val == want,
-				       "Guest read back 0x%lx at file offset 0x%lx, wanted its own 0x%lx",
-				       val, off, want);
-			csum = uf_csum(csum, val);
-		}
-	}
+	for (p = 0; p < npages; p++)
+		csum = guest_check_page((u64 *)(gva + p * PAGE_SIZE),
+					file_off + p * PAGE_SIZE, SEED_GUEST,
+					csum);
 
 	GUEST_SYNC2(STAGE_CSUM, csum);
 	GUEST_DONE();
@@ -167,9 +158,9 @@ static u64 expected_csum(u64 file_off, u64 npages)
 	u64 csum = CSUM_INIT, off, end = file_off + npages * PAGE_SIZE;
 
 	for (off = file_off; off < end; off += sizeof(u64))
-		csum = uf_csum(csum, uf_word(SEED_HOST, off));
+		csum = pattern_csum(csum, pattern_word(SEED_HOST, off));
 	for (off = file_off; off < end; off += sizeof(u64))
-		csum = uf_csum(csum, uf_word(SEED_GUEST, off));
+		csum = pattern_csum(csum, pattern_word(SEED_GUEST, off));
 	return csum;
 }
 
@@ -193,7 +184,7 @@ static void fill_page(u64 *buf, u64 seed, u64 off)
 	u64 i;
 
 	for (i = 0; i < WORDS_PER_PAGE; i++)
-		buf[i] = uf_word(seed, off + i * sizeof(u64));
+		buf[i] = pattern_word(seed, off + i * sizeof(u64));
 }
 
 /* Populate the page at @off with @seed's pattern: 0 or -errno. */
@@ -221,7 +212,7 @@ static void host_check_guest_writes(const u64 *mem, u64 off, u64 size)
 
 	for (i = off / sizeof(u64); i < (off + size) / sizeof(u64); i++) {
 		val = READ_ONCE(mem[i]);
-		want = uf_word(SEED_GUEST, i * sizeof(u64));
+		want = pattern_word(SEED_GUEST, i * sizeof(u64));
 		TEST_ASSERT(val == want,
 			    "Host read 0x%lx at guest_memfd offset 0x%lx, wanted the guest's 0x%lx",
 			    val, i * sizeof(u64), want);
@@ -865,7 +856,7 @@ TEST_F_TIMEOUT(vcpu, signal_kick_no_second_record, UF_TIMEOUT)
 {
 	const u64 off = (u64)KICK_PAGE * PAGE_SIZE;
 	struct sigaction sa = { .sa_handler = sigusr1_handler };
-	u64 bitmap = 0, want = uf_word(SEED_HOST, off);
+	u64 bitmap = 0, want = pattern_word(SEED_HOST, off);
 	struct small_vm s;
 	int i, r;
 
@@ -932,7 +923,7 @@ static void *mmap_reader_thread(void *arg)
 
 TEST_F_TIMEOUT(vcpu, vcpu_and_mmap_one_record, UF_TIMEOUT)
 {
-	u64 want = uf_word(SEED_HOST, 0);
+	u64 want = pattern_word(SEED_HOST, 0);
 	struct mmap_reader reader;
 	pthread_t thread;
 	struct small_vm s;
@@ -960,7 +951,7 @@ TEST_F_TIMEOUT(vcpu, vcpu_and_mmap_one_record, UF_TIMEOUT)
 
 TEST_F_TIMEOUT(vcpu, arm_zaps_stage2, UF_TIMEOUT)
 {
-	u64 first = uf_word(SEED_HOST, 0), second = uf_word(SEED_REPOP, 0);
+	u64 first = pattern_word(SEED_HOST, 0), second = pattern_word(SEED_REPOP, 0);
 	struct small_vm s;
 	struct ucall uc;
 
@@ -1015,7 +1006,7 @@ TEST_F_TIMEOUT(vcpu, memslot_delete_while_waiting, UF_TIMEOUT)
 
 TEST_F_TIMEOUT(vcpu, punch_hole_while_waiting, UF_TIMEOUT)
 {
-	u64 want = uf_word(SEED_HOST, PAGE_SIZE);
+	u64 want = pattern_word(SEED_HOST, PAGE_SIZE);
 	struct small_vm s;
 
 	small_vm_create(&s, guest_read_words, 2, 1);
@@ -1092,9 +1083,9 @@ TEST_F_TIMEOUT(vcpu, conversion_while_waiting, UF_TIMEOUT)
 	vcpu_join(&ctx);
 	vcpu_check_done(&ctx, 0);
 	for (p = 0; p < 2; p++)
-		TEST_ASSERT(ctx.reads[p] == uf_word(SEED_SHARED, p * PAGE_SIZE),
+		TEST_ASSERT(ctx.reads[p] == pattern_word(SEED_SHARED, p * PAGE_SIZE),
 			    "The guest read 0x%lx from page %d, wanted the shared 0x%lx",
-			    ctx.reads[p], p, uf_word(SEED_SHARED, p * PAGE_SIZE));
+			    ctx.reads[p], p, pattern_word(SEED_SHARED, p * PAGE_SIZE));
 	expect_no_record(&h);
 	/* Page 0 is still missing from the guest_memfd; page 1 is not. */
 	TEST_ASSERT_EQ(count_missing(fd, 0, PAGE_SIZE, NULL), 1);
