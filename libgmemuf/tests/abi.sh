@@ -33,7 +33,7 @@ sed -n 's/^[[:space:]]*\(gmemuf_[a-z_]*\);/\1/p' "$top/libgmemuf/libgmemuf.map" 
 	sort >"$tmp/mapped"
 diff -u "$tmp/mapped" "$tmp/names" >&2 || fail "exports differ from libgmemuf.map"
 # Every function the header declares is exported, and nothing else.
-sed -n 's/^[a-z].*[ *]\(gmemuf_[a-z_]*\)(.*/\1/p' \
+sed -n '/^static/d; s/^[a-z].*[ *]\(gmemuf_[a-z_]*\)(.*/\1/p' \
 	"$top/libgmemuf/include/libgmemuf.h" | sort >"$tmp/declared"
 diff -u "$tmp/declared" "$tmp/names" >&2 || fail "exports differ from the header"
 
