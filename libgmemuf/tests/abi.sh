@@ -7,13 +7,16 @@
 # - make install with DESTDIR and PREFIX puts the libraries, the headers
 #   (the UAPI one too), the pkg-config file and the docs in their places;
 # - a program built with only the installed headers and the system's, its
-#   flags from pkg-config, links and runs, shared and static.
+#   flags from pkg-config, links and runs, shared and static;
+# - the constants the library defines where the system headers lack them
+#   have the values of the patched kernel's headers (HDR).
 #
-#   abi.sh <build dir of the library>
+#   abi.sh <build dir of the library> <HDR>
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 b=$(cd "$1" && pwd)
+hdr=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "libgmemuf abi: $*" >&2; exit 1; }
@@ -86,4 +89,26 @@ ldd "$tmp/user-shared" | grep -q "libgmemuf.so.0 => $dest$prefix/lib" ||
 	LD_LIBRARY_PATH=$dest$prefix/lib ldd "$tmp/user-shared" |
 	grep -q "libgmemuf.so.0 => $dest$prefix/lib" || fail "not linked to libgmemuf.so.0"
 "$tmp/user-static" | grep -q userfault || fail "the static program failed"
+# The fallbacks, against the system's headers, and the kernel's values.
+cat >"$tmp/values.c" <<'EOF'
+#include <stdio.h>
+#include "private.h"
+
+int main(void)
+{
+	printf("%llx %llx %llx %llx %llx\n", GUEST_MEMFD_FLAG_MMAP,
+	       GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_USERFAULT,
+	       GUEST_MEMFD_FLAG_USERFAULT_EXIT, KVM_MEMORY_EXIT_FLAG_USERFAULT);
+	printf("%llx %llx\n", GMEMUF_FEATURE_VCPU_WAIT, GMEMUF_FEATURE_VCPU_EXIT);
+	printf("%d %d %lx\n", KVM_CAP_GUEST_MEMFD_FLAGS,
+	       KVM_CAP_GUEST_MEMFD_USERFAULT, (unsigned long)KVM_CREATE_GUEST_MEMFD);
+	return 0;
+}
+EOF
+inc=(-I"$top/libgmemuf/include" -I"$top/libgmemuf/src" -I"$b/include")
+cc -Wall -Werror "${inc[@]}" "$tmp/values.c" -o "$tmp/values-fallback"
+cc -Wall -Werror -isystem "$hdr" "${inc[@]}" "$tmp/values.c" -o "$tmp/values-kernel"
+diff <("$tmp/values-fallback") <("$tmp/values-kernel") >&2 ||
+	fail "a fallback constant differs from the kernel's headers"
+
 echo "libgmemuf abi: SONAME, $(wc -l <"$tmp/names") versioned symbols, install, pkg-config: ok"
