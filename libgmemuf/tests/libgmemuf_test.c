@@ -102,6 +102,7 @@ static int populate_gen(int fd, uint64_t offset, unsigned int gen)
 /* A thread that reads a page of a mapping, and so waits while it is missing. */
 struct toucher {
 	pthread_t thread;
+	_Atomic pid_t tid;
 	const char *addr;
 	char copy[GMEMUF_PAGE_SIZE];
 };
@@ -110,14 +111,40 @@ static void *toucher_fn(void *arg)
 {
 	struct toucher *t = arg;
 
+	t->tid = gettid();
 	memcpy(t->copy, t->addr, PAGE);
 	return NULL;
 }
 
 static void touch_start(struct toucher *t, const char *addr)
 {
+	t->tid = 0;
 	t->addr = addr;
 	pthread_create(&t->thread, NULL, toucher_fn, t);
+}
+
+/* Wait, 10 s at most, until @t sleeps: it waits for its missing page. */
+static bool touch_waiting(struct toucher *t)
+{
+	char path[64], buf[256], *p;
+	int i, fd;
+	ssize_t n;
+
+	for (i = 0; i < 10000; i++, usleep(1000)) {
+		if (!t->tid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%d/stat", t->tid);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			return false;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = 0;
+		p = strrchr(buf, ')');
+		if (p && p[1] && (p[2] == 'S' || p[2] == 'D'))
+			return true;
+	}
+	return false;
 }
 
 FIXTURE(lib) {
@@ -444,6 +471,7 @@ struct served {
 	int fd;
 	_Atomic unsigned int faults;
 	_Atomic unsigned int bad;
+	unsigned int biggest;			/* batch seen */
 	char (*pages)[GMEMUF_PAGE_SIZE];	/* per queue, a batch */
 	unsigned int batch;
 };
@@ -467,6 +495,8 @@ static int serve(struct gmemuf_handler *h, unsigned int queue,
 			return ret;
 	}
 	s->faults += nr;
+	if (nr > s->biggest)
+		s->biggest = nr;
 	return 0;
 }
 
@@ -518,6 +548,49 @@ TEST_F(lib, handler_run_with_callback)
 	EXPECT_EQ(s.faults, 256);
 	EXPECT_EQ(s.bad, 0);
 	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), NPAGES - 256);
+	gmemuf_handler_destroy(h);
+	free(s.pages);
+}
+
+/*
+ * Batches bigger than the ring: populates queued by the callback fill the
+ * ring and the most it lets be in flight, so they are submitted and reaped
+ * as it goes, not only with the next fetch. Every page of the file, in
+ * 16 rounds of 64 threads faulting at once; in the first, the handler
+ * starts once all 64 wait, so that its first batch is a full one.
+ */
+TEST_F(lib, handler_batches_bigger_than_its_ring)
+{
+	struct gmemuf_handler_params p = { .queue_depth = 4, .batch = 32 };
+	static struct toucher t[64];
+	struct served s = { .batch = 32 };
+	struct gmemuf_handler *h;
+	struct runner r;
+	int i, k;
+
+	s.pages = calloc(s.batch, PAGE);
+	ASSERT_NE(s.pages, NULL);
+	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	r = (struct runner){ .h = h, .queue = 0, .arg = &s };
+	for (k = 0; k < 16; k++) {
+		for (i = 0; i < 64; i++)
+			touch_start(&t[i], self->mem + (k * 64 + i) * PAGE);
+		for (i = 0; !k && i < 64; i++)
+			ASSERT_TRUE(touch_waiting(&t[i]));
+		if (!k)
+			pthread_create(&r.thread, NULL, runner_fn, &r);
+		for (i = 0; i < 64; i++) {
+			pthread_join(t[i].thread, NULL);
+			EXPECT_TRUE(holds(t[i].copy, (k * 64 + i) * PAGE, 1));
+		}
+	}
+	gmemuf_handler_stop(h);
+	pthread_join(r.thread, NULL);
+	EXPECT_EQ(r.ret, 0);
+	EXPECT_EQ(s.faults, NPAGES);
+	EXPECT_EQ(s.bad, 0);
+	EXPECT_EQ(s.biggest, 32);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), 0);
 	gmemuf_handler_destroy(h);
 	free(s.pages);
 }
