@@ -647,6 +647,43 @@ TEST_F(lib, handler_wait_loop)
 	gmemuf_handler_destroy(h);
 }
 
+static void *wait_once(void *arg)
+{
+	struct runner *r = arg;
+	const struct gmemuf_fault *faults;
+
+	r->ret = gmemuf_handler_wait(r->h, r->queue, &faults, 0);
+	return NULL;
+}
+
+/*
+ * The thread that submitted a queue's fetch and stop poll exits, which
+ * cancels them: the next wait, on another thread, submits them again.
+ */
+TEST_F(lib, handler_queue_moves_to_another_thread)
+{
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler *h;
+	struct toucher t;
+	struct runner r;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	r = (struct runner){ .h = h, .queue = 0 };
+	pthread_create(&r.thread, NULL, wait_once, &r);
+	pthread_join(r.thread, NULL);
+	EXPECT_EQ(r.ret, 0);
+
+	touch_start(&t, self->mem + 30 * PAGE);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, 30 * PAGE);
+	EXPECT_EQ(populate_gen(self->fd, 30 * PAGE, 1), 1);
+	pthread_join(t.thread, NULL);
+	EXPECT_TRUE(holds(t.copy, 30 * PAGE, 1));
+	gmemuf_handler_stop(h);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -ESHUTDOWN);
+	gmemuf_handler_destroy(h);
+}
+
 /* A fault fetched by a handler destroyed unresolved goes to the next one. */
 TEST_F(lib, handler_destroyed_faults_redelivered)
 {
