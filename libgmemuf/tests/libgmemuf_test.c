@@ -647,6 +647,20 @@ TEST_F(lib, handler_wait_loop)
 	gmemuf_handler_destroy(h);
 }
 
+/* The next batch of @h is the fault of @t on @page: populate it, check @t. */
+static void serve_one_fault(struct __test_metadata *_metadata,
+			    struct gmemuf_handler *h, int fd,
+			    struct toucher *t, uint64_t page)
+{
+	const struct gmemuf_fault *faults;
+
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, page * PAGE);
+	EXPECT_EQ(populate_gen(fd, page * PAGE, 1), 1);
+	pthread_join(t->thread, NULL);
+	EXPECT_TRUE(holds(t->copy, page * PAGE, 1));
+}
+
 static void *wait_once(void *arg)
 {
 	struct runner *r = arg;
@@ -674,11 +688,7 @@ TEST_F(lib, handler_queue_moves_to_another_thread)
 	EXPECT_EQ(r.ret, 0);
 
 	touch_start(&t, self->mem + 30 * PAGE);
-	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
-	EXPECT_EQ(faults[0].offset, 30 * PAGE);
-	EXPECT_EQ(populate_gen(self->fd, 30 * PAGE, 1), 1);
-	pthread_join(t.thread, NULL);
-	EXPECT_TRUE(holds(t.copy, 30 * PAGE, 1));
+	serve_one_fault(_metadata, h, self->fd, &t, 30);
 	gmemuf_handler_stop(h);
 	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -ESHUTDOWN);
 	gmemuf_handler_destroy(h);
@@ -698,11 +708,7 @@ TEST_F(lib, handler_destroyed_faults_redelivered)
 	gmemuf_handler_destroy(h);
 
 	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
-	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
-	EXPECT_EQ(faults[0].offset, 12 * PAGE);
-	EXPECT_EQ(populate_gen(self->fd, 12 * PAGE, 1), 1);
-	pthread_join(t.thread, NULL);
-	EXPECT_TRUE(holds(t.copy, 12 * PAGE, 1));
+	serve_one_fault(_metadata, h, self->fd, &t, 12);
 	gmemuf_handler_destroy(h);
 }
 
