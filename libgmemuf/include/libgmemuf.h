@@ -167,7 +167,8 @@ int gmemuf_wake(int fd, uint64_t offset, uint64_t len);
  * The answer is a snapshot: pages may be populated while it is taken.
  *
  * Return: the number of missing pages in the range, or a negative errno:
- * the errors of gmemuf_arm(), -EFAULT (@bitmap cannot be written).
+ * the errors of gmemuf_arm(), -EINVAL (@bitmap is NULL: count with
+ * gmemuf_count_missing()), -EFAULT (@bitmap cannot be written).
  *
  * Thread-safety: safe.
  */
