@@ -152,8 +152,16 @@ static int gmemuf_wake_vcpu(struct wait_queue_entry *wq_entry,
 /*
  * Sleep until page @index is populated or disarmed, its range is woken, or a
  * signal is pending: once, for the caller to retry the fault in any case.
+ *
+ * Not under kvm->srcu: memslot updates wait for its readers, and this waits
+ * for as long as userspace takes to fetch the page. But the vCPU is queued
+ * before it drops the lock, so that a memslot update the fault did not see,
+ * which waits for the lock, and the GMEMUF_IOC_WAKE that follows it find
+ * the vCPU queued. A change of memory attributes does not wait for the
+ * lock: the invalidation sequence, checked once queued, shows it instead.
  */
-static void gmemuf_wait_vcpu(struct gmemuf *uf, pgoff_t index)
+static void gmemuf_wait_vcpu(struct kvm_vcpu *vcpu, struct gmemuf *uf,
+			     pgoff_t index, gfn_t gfn, unsigned long mmu_seq)
 {
 	unsigned long *word = gmemuf_word(uf, index);
 	int bit = gmemuf_bit(index);
@@ -162,23 +170,34 @@ static void gmemuf_wait_vcpu(struct gmemuf *uf, pgoff_t index)
 
 	wbq_entry.wq_entry.func = gmemuf_wake_vcpu;
 	prepare_to_wait(wq, &wbq_entry.wq_entry, TASK_INTERRUPTIBLE);
-	if (gmemuf_missing(uf, index) && !signal_pending(current))
+	if (gmemuf_missing(uf, index) && !signal_pending(current) &&
+	    !mmu_invalidate_retry_gfn_unsafe(vcpu->kvm, mmu_seq, gfn)) {
+		kvm_vcpu_srcu_read_unlock(vcpu);
 		schedule();
+		kvm_vcpu_srcu_read_lock(vcpu);
+	}
 	finish_wait(wq, &wbq_entry.wq_entry);
 }
 
 /*
- * A vCPU, or KVM on its behalf (KVM_PRE_FAULT_MEMORY), faulted on page @index
- * of @file, a userfault guest_memfd, and kvm_gmem_get_pfn() found it missing.
- * Post the fault; then, in exit mode, return -EFAULT for a memory-fault exit,
- * or else wait for the page and return 0 for the fault to be retried. Called
- * with the vCPU's SRCU lock held; the caller holds @file.
+ * A vCPU, or KVM on its behalf (KVM_PRE_FAULT_MEMORY), faulted at @gfn on
+ * page @index of @file, a userfault guest_memfd, and kvm_gmem_get_pfn() found
+ * it missing. Post the fault; then, in exit mode, return -EFAULT for a
+ * memory-fault exit, or else wait for the page and return 0 for the fault to
+ * be retried. A pending signal ends the wait at once; the retried fault
+ * leaves KVM_RUN with EINTR before entering the guest, and posts nothing
+ * new: the record is still out. Called with the vCPU's SRCU lock held; the
+ * caller holds @file.
  */
 int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
-		      u32 flags)
+		      gfn_t gfn, u32 flags, unsigned long mmu_seq)
 {
 	struct gmemuf *uf = GMEMUF(file_inode(file));
 	int r;
+
+	/* Only a userfault guest_memfd has missing pages. */
+	if (WARN_ON_ONCE(!uf))
+		return -EFAULT;
 
 	if (!gmemuf_missing(uf, index))
 		return 0;
@@ -190,16 +209,7 @@ int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 	if (uf->vcpu_exit)
 		return -EFAULT;
 
-	/*
-	 * Not under kvm->srcu: memslot updates wait for its readers, and this
-	 * waits for as long as userspace takes to fetch the page. A pending
-	 * signal ends the wait at once; the retried fault leaves KVM_RUN with
-	 * EINTR before entering the guest, and posts nothing new: the record
-	 * is still out.
-	 */
-	kvm_vcpu_srcu_read_unlock(vcpu);
-	gmemuf_wait_vcpu(uf, index);
-	kvm_vcpu_srcu_read_lock(vcpu);
+	gmemuf_wait_vcpu(vcpu, uf, index, gfn, mmu_seq);
 	return 0;
 }
 
@@ -416,8 +426,11 @@ static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
 	 * the pages go missing again, or their faults would never be posted.
 	 * Atomically: faults on missing pages of the range set them meanwhile.
 	 */
-	for (index = start; index < end; index++)
+	for (index = start; index < end; index++) {
 		clear_bit(index, uf->posted);
+		if (!(index % (BITS_PER_LONG * 1024)))
+			cond_resched();
+	}
 	/* A fault that sees a page missing must see its posted bit clear. */
 	smp_mb__after_atomic();
 
@@ -447,6 +460,12 @@ static long gmemuf_wake(struct gmemuf *uf, pgoff_t start, pgoff_t end)
 {
 	pgoff_t index;
 
+	/*
+	 * Pairs with the barrier in a vCPU's prepare_to_wait(): either the vCPU
+	 * is queued here, or it sees the attribute or memslot change that the
+	 * caller made before this.
+	 */
+	smp_mb();
 	for (index = start; index < end; index++) {
 		wake_up_bit(gmemuf_word(uf, index), gmemuf_bit(index));
 		cond_resched();
@@ -555,11 +574,8 @@ long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
 
 u64 gmemuf_features(void)
 {
-	u64 features = GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
-		       GMEMUF_FEATURE_URING_FETCH;
-
-	/* The vCPU side needs a hook in the arch's stage-2 fault path. */
-	if (IS_ENABLED(CONFIG_X86))
-		features |= GMEMUF_FEATURE_VCPU_WAIT | GMEMUF_FEATURE_VCPU_EXIT;
-	return features;
+	/* HAVE_KVM_ARCH_GMEMUF: the arch's fault path has the vCPU side. */
+	return GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
+	       GMEMUF_FEATURE_URING_FETCH | GMEMUF_FEATURE_VCPU_WAIT |
+	       GMEMUF_FEATURE_VCPU_EXIT;
 }

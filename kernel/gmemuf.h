@@ -11,6 +11,7 @@
 
 #include <linux/bitops.h>
 #include <linux/fs.h>
+#include <linux/kvm_types.h>
 #include <linux/mm_types.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
@@ -75,7 +76,7 @@ int gmemuf_attach_handler(struct gmemuf *uf, struct file *gmem_file);
 void gmemuf_free_orphans(struct gmemuf *uf);
 vm_fault_t gmemuf_fault_user(struct vm_fault *vmf);
 int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
-		      u32 flags);
+		      gfn_t gfn, u32 flags, unsigned long mmu_seq);
 long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg);
 ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from);
 u64 gmemuf_features(void);

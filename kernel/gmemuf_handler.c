@@ -199,15 +199,33 @@ int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags)
 	if (!rec)
 		return -ENOMEM;
 
-	/* Of the tasks faulting on the page, the first posts the record. */
-	if (test_and_set_bit(index, uf->posted)) {
-		kfree(rec);
-		return 0;
-	}
-
 	rec->index = index;
 	rec->flags = flags;
-	gmemuf_queue(uf, rec);
+	for (;;) {
+		/* Of the tasks faulting on the page, the first posts. */
+		if (test_and_set_bit(index, uf->posted))
+			break;
+		/* Pairs with gmemuf_arm(): posted bits clear, then missing. */
+		smp_mb__after_atomic();
+		if (gmemuf_missing(uf, index)) {
+			gmemuf_queue(uf, rec);
+			return 0;
+		}
+		/*
+		 * Populated since the caller looked, and perhaps about to be
+		 * armed again, whose clearing of the posted bits may be past
+		 * this one already: a record now would be freed as stale with
+		 * the bit left set, and no fault on the page would post again.
+		 * Give the bit back; if the page went missing meanwhile, a
+		 * fault that found the bit taken may be waiting: post for it.
+		 */
+		clear_bit(index, uf->posted);
+		/* The bit is given back before the page is looked at again. */
+		smp_mb__after_atomic();
+		if (!gmemuf_missing(uf, index))
+			break;
+	}
+	kfree(rec);
 	return 0;
 }
 

@@ -69,13 +69,6 @@ extern "C" {
 #ifndef KVM_MEMORY_EXIT_FLAG_USERFAULT
 #define KVM_MEMORY_EXIT_FLAG_USERFAULT	(1ULL << 4)
 #endif
-/* Feature bits of gmemuf_probe(), past those of <libgmemuf/gmemuf.h>. */
-#ifndef GMEMUF_FEATURE_VCPU_WAIT
-#define GMEMUF_FEATURE_VCPU_WAIT	_BITULL(3) /* vCPU faults wait */
-#endif
-#ifndef GMEMUF_FEATURE_VCPU_EXIT
-#define GMEMUF_FEATURE_VCPU_EXIT	_BITULL(4) /* the exit mode */
-#endif
 
 /**
  * gmemuf_probe() - does this kernel have guest_memfd userfault, and which parts

@@ -28,7 +28,8 @@
  *    a vCPU waits for it; GMEMUF_IOC_WAKE, or populating the private page,
  *    has the vCPU run its fault again and read the shared page.
  *  pre_fault_memory_waits: KVM_PRE_FAULT_MEMORY on missing pages posts
- *    their faults and waits for them.
+ *    their faults and waits for them; pre_fault_memory_memslot_deleted: it
+ *    returns EAGAIN if a memslot went away while it waited.
  *  killed_with_vcpus_waiting: a VMM killed while its vCPUs wait dies.
  */
 #include <errno.h>
@@ -1136,6 +1137,45 @@ TEST_F_TIMEOUT(vcpu, pre_fault_memory_waits, UF_TIMEOUT)
 		    "KVM_PRE_FAULT_MEMORY returned %d, errno %d, %llu bytes left",
 		    pf.r, pf.err, pf.range.size);
 	expect_no_record(&s.h);
+	small_vm_destroy(&s);
+}
+
+/*
+ * A memslot deleted while KVM_PRE_FAULT_MEMORY waits obsoletes the vCPU's
+ * MMU root, which the ioctl does not reload: it must return EAGAIN once
+ * woken, as for a memslot being deleted, and not retry forever.
+ */
+TEST_F_TIMEOUT(vcpu, pre_fault_memory_memslot_deleted, UF_TIMEOUT)
+{
+	struct pre_fault pf = {};
+	pthread_t thread;
+	struct small_vm s;
+	int r;
+
+	if (!kvm_has_cap(KVM_CAP_PRE_FAULT_MEMORY))
+		SKIP(return, "KVM_PRE_FAULT_MEMORY is not supported");
+
+	small_vm_create(&s, guest_read_words, 1, 1);
+	pf.vcpu = s.vcpu;
+	pf.range.gpa = UF_GPA;
+	pf.range.size = PAGE_SIZE;
+	TEST_ASSERT(!pthread_create(&thread, NULL, pre_fault_thread, &pf),
+		    "pthread_create failed");
+	expect_one_record(&s.h, 0, false);
+
+	vm_set_user_memory_region2(s.vm, UF_SLOT, KVM_MEM_GUEST_MEMFD, UF_GPA,
+				   0, NULL, s.fd, 0);
+	TEST_ASSERT_EQ(populate(s.fd, 0), 0);
+	r = pthread_tryjoin_np(thread, NULL);
+	for (int i = 0; r && i < VCPU_JOIN_S * 10; i++) {
+		usleep(100000);
+		r = pthread_tryjoin_np(thread, NULL);
+	}
+	TEST_ASSERT(!r, "KVM_PRE_FAULT_MEMORY still runs %d s after its page was populated",
+		    VCPU_JOIN_S);
+	TEST_ASSERT(pf.r == -1 && pf.err == EAGAIN,
+		    "KVM_PRE_FAULT_MEMORY returned %d, errno %d; wanted EAGAIN",
+		    pf.r, pf.err);
 	small_vm_destroy(&s);
 }
 
