@@ -1,0 +1,581 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * libgmemuf: the userfault mode of KVM's guest_memfd, for VMMs.
+ *
+ * A userfault guest_memfd starts with every page missing; an access to a
+ * missing page waits, and is delivered to a handler as an io_uring
+ * completion; the handler resolves it by populating the page. This library
+ * wraps that UAPI (<libgmemuf/gmemuf.h>, a copy of the kernel's
+ * <linux/gmemuf.h>) in four parts:
+ *
+ * - calls on the files: probe, create, arm, disarm, wake, read the bitmap,
+ *   populate and zero-fill pages, attach a handler;
+ * - bring-your-own-ring: inline helpers that prepare the fetch and populate
+ *   SQEs in the caller's io_uring and decode their completions;
+ * - a handler that owns its rings (struct gmemuf_handler);
+ * - prefetch: stream the pages still missing, in the caller's order.
+ *
+ * Conventions, for every function:
+ * - errors are returned as a negative errno, never through errno; the
+ *   library never prints, aborts or exits; gmemuf_strerror() names them;
+ * - offsets and lengths are in bytes and multiples of GMEMUF_PAGE_SIZE;
+ * - -EOPNOTSUPP means that the kernel has no guest_memfd userfault (or not
+ *   the part asked for), or that the file is not a userfault guest_memfd;
+ * - a page that is already present is never an error for the populate and
+ *   zero-fill calls: it is skipped, and they count what they populated.
+ *
+ * The guide is Documentation/gmemuf/libgmemuf.rst; the kernel's semantics
+ * are in Documentation/gmemuf/uapi.rst.
+ */
+#ifndef LIBGMEMUF_H
+#define LIBGMEMUF_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <liburing.h>
+#include <libgmemuf/gmemuf.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LIBGMEMUF_VERSION_MAJOR	0
+#define LIBGMEMUF_VERSION_MINOR	1
+
+/* The unit of every offset and length: guest_memfd uses 4 KiB pages. */
+#define GMEMUF_PAGE_SIZE	4096u
+
+/*
+ * What an older <linux/kvm.h> lacks (Debian 12's is Linux 6.1's), and what
+ * newer kernels add: the values are the kernel's, defined here only when
+ * the system headers do not define them.
+ */
+#ifndef GUEST_MEMFD_FLAG_MMAP
+#define GUEST_MEMFD_FLAG_MMAP		(1ULL << 0)
+#endif
+#ifndef GUEST_MEMFD_FLAG_INIT_SHARED
+#define GUEST_MEMFD_FLAG_INIT_SHARED	(1ULL << 1)
+#endif
+#ifndef GUEST_MEMFD_FLAG_USERFAULT
+#define GUEST_MEMFD_FLAG_USERFAULT	(1ULL << 2)
+#endif
+/* vCPU faults on a missing page of this file exit KVM_RUN (exit mode). */
+#ifndef GUEST_MEMFD_FLAG_USERFAULT_EXIT
+#define GUEST_MEMFD_FLAG_USERFAULT_EXIT	(1ULL << 3)
+#endif
+/* In kvm_run.memory_fault.flags: the exit is for a missing page. */
+#ifndef KVM_MEMORY_EXIT_FLAG_USERFAULT
+#define KVM_MEMORY_EXIT_FLAG_USERFAULT	(1ULL << 4)
+#endif
+/* Feature bits of gmemuf_probe(), past those of <libgmemuf/gmemuf.h>. */
+#ifndef GMEMUF_FEATURE_VCPU_WAIT
+#define GMEMUF_FEATURE_VCPU_WAIT	_BITULL(3) /* vCPU faults wait */
+#endif
+#ifndef GMEMUF_FEATURE_VCPU_EXIT
+#define GMEMUF_FEATURE_VCPU_EXIT	_BITULL(4) /* the exit mode */
+#endif
+
+/**
+ * gmemuf_probe() - does this kernel have guest_memfd userfault, and which parts
+ * @vm_fd: a KVM VM file descriptor (KVM_CREATE_VM); the answer is for VMs
+ *	of its type, as KVM_CAP_GUEST_MEMFD_FLAGS is.
+ * @features: if not NULL, set to the mask of GMEMUF_FEATURE_* the kernel
+ *	has, 0 when it has no userfault at all.
+ *
+ * Return: 1 if a userfault guest_memfd can be created for this VM, 0 if not
+ * (an older kernel, or a VM type without guest_memfd), or a negative errno
+ * if the question could not be asked: -EBADF, -ENOTTY (@vm_fd is not a KVM
+ * VM).
+ *
+ * Thread-safety: safe.
+ */
+int gmemuf_probe(int vm_fd, uint64_t *features);
+
+/**
+ * gmemuf_create() - create a userfault guest_memfd
+ * @vm_fd: the KVM VM file descriptor it belongs to.
+ * @size: its size in bytes, a multiple of GMEMUF_PAGE_SIZE.
+ * @flags: GUEST_MEMFD_FLAG_* passed to KVM_CREATE_GUEST_MEMFD as they are
+ *	(GUEST_MEMFD_FLAG_MMAP, _INIT_SHARED, _USERFAULT_EXIT, ...), with
+ *	GUEST_MEMFD_FLAG_USERFAULT added.
+ *
+ * Every page of the new file is missing. The file is close-on-exec.
+ *
+ * Return: the file descriptor, or a negative errno: -EOPNOTSUPP if the
+ * kernel does not support guest_memfd userfault, or one of @flags, for VMs
+ * of this type; otherwise what KVM_CREATE_GUEST_MEMFD failed with (-EINVAL
+ * for a bad @size, -ENOMEM, -EMFILE, ...).
+ *
+ * Thread-safety: safe.
+ */
+int gmemuf_create(int vm_fd, uint64_t size, uint64_t flags);
+
+/**
+ * gmemuf_arm() - mark a range missing
+ * @fd: a userfault guest_memfd.
+ * @offset: @len: the range.
+ *
+ * Pages of the range that were present lose their contents: they are
+ * unmapped from userspace and from every guest, and the next access waits.
+ *
+ * Return: 0, or -EINVAL (range not page-aligned, empty, or past the end of
+ * the file), -EOPNOTSUPP (@fd is not a userfault guest_memfd), -EBADF.
+ *
+ * Thread-safety: safe; it excludes populates of the file for its duration.
+ */
+int gmemuf_arm(int fd, uint64_t offset, uint64_t len);
+
+/**
+ * gmemuf_disarm() - mark a range present without populating it
+ * @fd: a userfault guest_memfd.
+ * @offset: @len: the range.
+ *
+ * Tasks waiting for pages of the range are woken; pages that were missing
+ * read as zeroes, and a later populate of them finds them present.
+ *
+ * Return: 0, or the errors of gmemuf_arm().
+ *
+ * Thread-safety: safe.
+ */
+int gmemuf_disarm(int fd, uint64_t offset, uint64_t len);
+
+/**
+ * gmemuf_wake() - wake the tasks waiting for pages of a range
+ * @fd: a userfault guest_memfd.
+ * @offset: @len: the range.
+ *
+ * A woken task whose page is still missing waits again: this is for a
+ * handler that wants the faulting tasks to recheck, nothing changes.
+ *
+ * Return: 0, or the errors of gmemuf_arm().
+ *
+ * Thread-safety: safe.
+ */
+int gmemuf_wake(int fd, uint64_t offset, uint64_t len);
+
+/**
+ * gmemuf_read_bitmap() - which pages of a range are missing
+ * @fd: a userfault guest_memfd.
+ * @offset: @len: the range.
+ * @bitmap: an array of (len / GMEMUF_PAGE_SIZE + 63) / 64 words, which
+ *	receives one bit per page of the range, bit i % 64 of word i / 64 for
+ *	page i, set if the page is missing; bits past the range are cleared.
+ *
+ * The answer is a snapshot: pages may be populated while it is taken.
+ *
+ * Return: the number of missing pages in the range, or a negative errno:
+ * the errors of gmemuf_arm(), -EFAULT (@bitmap cannot be written).
+ *
+ * Thread-safety: safe.
+ */
+int64_t gmemuf_read_bitmap(int fd, uint64_t offset, uint64_t len,
+			   uint64_t *bitmap);
+
+/**
+ * gmemuf_count_missing() - how many pages of a range are missing
+ * @fd: a userfault guest_memfd.
+ * @offset: @len: the range.
+ *
+ * Return: the number of missing pages (a snapshot), or the errors of
+ * gmemuf_arm().
+ *
+ * Thread-safety: safe.
+ */
+int64_t gmemuf_count_missing(int fd, uint64_t offset, uint64_t len);
+
+/**
+ * gmemuf_populate() - populate one page
+ * @fd: a userfault guest_memfd.
+ * @offset: the page's offset in the file.
+ * @page: GMEMUF_PAGE_SIZE bytes, its contents.
+ *
+ * The page is installed atomically and its waiters woken; a page that is
+ * present already is left alone.
+ *
+ * Return: 1 if this call populated the page, 0 if it was present already,
+ * or a negative errno: -EINVAL (offset not aligned or past the end),
+ * -EFAULT (@page cannot be read), -EINTR (a fatal signal), -ENOMEM,
+ * -EOPNOTSUPP (@fd is not a userfault guest_memfd).
+ *
+ * Thread-safety: safe: of populates racing for one page, one installs it.
+ */
+int gmemuf_populate(int fd, uint64_t offset, const void *page);
+
+/**
+ * gmemuf_populate_range() - populate the missing pages of a range
+ * @fd: a userfault guest_memfd.
+ * @offset: @len: the range.
+ * @buf: @len bytes: the contents of the range.
+ *
+ * Each missing page of the range is populated from the same place in @buf,
+ * in order; present pages are skipped.
+ *
+ * Return: the number of pages this call populated, or a negative errno (those
+ * of gmemuf_populate()), in which case the pages before the one that failed
+ * may have been populated.
+ *
+ * Thread-safety: safe.
+ */
+int64_t gmemuf_populate_range(int fd, uint64_t offset, const void *buf,
+			      uint64_t len);
+
+/* A page to populate: where, and its GMEMUF_PAGE_SIZE bytes. */
+struct gmemuf_page {
+	uint64_t offset;
+	const void *data;
+};
+
+/**
+ * gmemuf_populate_batch() - populate many pages, wherever they are
+ * @fd: a userfault guest_memfd.
+ * @pages: the pages, in any order.
+ * @nr: how many.
+ *
+ * Runs of pages that follow each other in the file are written with one
+ * pwritev() each; pages already present are skipped.
+ *
+ * Return: the number of pages this call populated, or a negative errno
+ * (those of gmemuf_populate()), in which case some pages may have been
+ * populated.
+ *
+ * Thread-safety: safe.
+ */
+int64_t gmemuf_populate_batch(int fd, const struct gmemuf_page *pages,
+			      size_t nr);
+
+/**
+ * gmemuf_zero() - populate the missing pages of a range with zeroes
+ * @fd: a userfault guest_memfd.
+ * @offset: @len: the range.
+ *
+ * As gmemuf_populate_range() from a buffer of zeroes, without the buffer.
+ *
+ * Return: the number of pages this call zero-filled, or a negative errno.
+ *
+ * Thread-safety: safe.
+ */
+int64_t gmemuf_zero(int fd, uint64_t offset, uint64_t len);
+
+/**
+ * gmemuf_handler_open() - attach a handler file to a userfault guest_memfd
+ * @fd: a userfault guest_memfd.
+ *
+ * The handler file (close-on-exec) is what faults are fetched from, with
+ * gmemuf_prep_fetch(). Faults delivered to it and not resolved when it is
+ * closed are delivered again, to another handler file or to the next one
+ * attached. Any process holding @fd can attach one.
+ *
+ * Return: the handler file descriptor, or a negative errno: -ENOSPC (the
+ * file has 256 handlers), -EOPNOTSUPP, -EMFILE, -ENOMEM.
+ *
+ * Thread-safety: safe.
+ */
+int gmemuf_handler_open(int fd);
+
+/*
+ * Bring your own ring.
+ *
+ * For a VMM that drives its own io_uring: these prepare SQEs and decode
+ * their completions, and keep no state. Any ring will do (no particular
+ * setup flags; SQE128 is not needed). They set neither user_data nor
+ * sqe->flags beyond clearing them: set those after (io_uring_sqe_set_data(),
+ * IOSQE_FIXED_FILE with a registered file index in place of the fd).
+ *
+ * A handler keeps at least one fetch parked on each of its handler files:
+ * the kernel completes it when there are faults; resubmit it, together with
+ * the populates of the faults it delivered, in one io_uring_enter().
+ */
+
+/**
+ * gmemuf_prep_fetch() - prepare an SQE that fetches fault records
+ * @sqe: the SQE, from io_uring_get_sqe().
+ * @handler_fd: a handler file (gmemuf_handler_open()).
+ * @faults: where the kernel writes the records. It belongs to the kernel
+ *	from submission until the completion: do not reuse it before.
+ * @nr: its size, 1 to GMEMUF_FETCH_MAX.
+ *
+ * The command stays parked until there are faults; it then completes with
+ * every record that arrived, up to @nr. Decode the completion with
+ * gmemuf_fetch_result().
+ *
+ * Thread-safety: as io_uring_get_sqe() on the ring.
+ */
+static inline void gmemuf_prep_fetch(struct io_uring_sqe *sqe, int handler_fd,
+				     struct gmemuf_fault *faults,
+				     unsigned int nr)
+{
+	struct gmemuf_fetch fetch = {
+		.addr = (uint64_t)(uintptr_t)faults,
+		.nr = nr,
+		.flags = 0,
+	};
+
+	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, handler_fd, NULL, 0, 0);
+	/* cmd_op shares its place with the offset that prep_rw cleared. */
+	sqe->cmd_op = GMEMUF_CMD_FETCH;
+	memcpy(sqe->cmd, &fetch, sizeof(fetch));
+}
+
+/**
+ * gmemuf_fetch_result() - decode the completion of a fetch
+ * @cqe: the completion of an SQE of gmemuf_prep_fetch().
+ * @nr: the @nr given to gmemuf_prep_fetch().
+ *
+ * Return: the number of fault records the kernel wrote at the start of the
+ * fetch's array, 1 to @nr, or a negative errno: -ECANCELED (the ring or the
+ * task that submitted the fetch is going away: the faults go to another
+ * handler, resubmit from a live ring and task), -EINVAL (a bad fetch),
+ * -EOPNOTSUPP (not a handler file), -EFAULT (the array cannot be written:
+ * the records stay pending for the next fetch), -EPROTO (more records than
+ * @nr, or none: not a fetch completion).
+ *
+ * Thread-safety: safe.
+ */
+static inline int gmemuf_fetch_result(const struct io_uring_cqe *cqe,
+				      unsigned int nr)
+{
+	if (cqe->res < 0)
+		return cqe->res;
+	if (cqe->res == 0 || (unsigned int)cqe->res > nr)
+		return -EPROTO;
+	return cqe->res;
+}
+
+/**
+ * gmemuf_prep_populate() - prepare an SQE that populates pages
+ * @sqe: the SQE, from io_uring_get_sqe().
+ * @fd: a userfault guest_memfd.
+ * @offset: the offset of the first page.
+ * @buf: @nr_pages pages of contents, readable until the completion.
+ * @nr_pages: how many pages follow each other from @offset.
+ *
+ * An io_uring WRITE, with the semantics of pwrite() on the guest_memfd: it
+ * stops at the first page present. Decode the completion with
+ * gmemuf_populate_result().
+ *
+ * Thread-safety: as io_uring_get_sqe() on the ring.
+ */
+static inline void gmemuf_prep_populate(struct io_uring_sqe *sqe, int fd,
+					uint64_t offset, const void *buf,
+					unsigned int nr_pages)
+{
+	io_uring_prep_write(sqe, fd, buf, nr_pages * GMEMUF_PAGE_SIZE, offset);
+}
+
+/**
+ * gmemuf_populate_result() - decode the completion of a populate
+ * @cqe: the completion of an SQE of gmemuf_prep_populate().
+ *
+ * Return: the number of pages populated from the first one on, or a
+ * negative errno (those of gmemuf_populate()). 0 means that the first page
+ * was present already; fewer pages than asked for means that the page after
+ * the last one populated was present (or, rarely, a signal or a bad
+ * buffer): submit the rest again from there to know.
+ *
+ * Thread-safety: safe.
+ */
+static inline int gmemuf_populate_result(const struct io_uring_cqe *cqe)
+{
+	if (cqe->res == -EEXIST)
+		return 0;
+	if (cqe->res < 0)
+		return cqe->res;
+	return cqe->res / (int)GMEMUF_PAGE_SIZE;
+}
+
+/*
+ * A handler that owns its rings.
+ *
+ * It has nr_queues queues, each a handler file and an io_uring of its own
+ * with one fetch parked. Each queue is served by one thread at a time (the
+ * caller's: the library starts none), either with gmemuf_handler_run() and
+ * a callback, or with a loop of gmemuf_handler_wait() that the caller
+ * drives. Faults are resolved with gmemuf_handler_populate(), which queues
+ * the populate on the queue's ring, to be submitted together with the next
+ * fetch; or by any other populate call, from any thread.
+ */
+struct gmemuf_handler;
+
+struct gmemuf_handler_params {
+	uint32_t nr_queues;	/* 1 to 256 (0: 1) */
+	uint32_t queue_depth;	/* SQ entries of each ring, 4 to 4096 (0: 64) */
+	uint32_t batch;		/* records per fetch, 1 to GMEMUF_FETCH_MAX (0: 64) */
+	uint32_t flags;		/* 0 */
+	uint32_t reserved[4];	/* 0 */
+};
+
+/**
+ * gmemuf_handler_create() - attach a handler with rings of its own
+ * @fd: a userfault guest_memfd. The handler does not own it: keep it open
+ *	while the handler lives.
+ * @params: NULL for the defaults, or the sizes (zeroes are defaults).
+ * @handler: set to the new handler.
+ *
+ * Return: 0, or a negative errno: -EINVAL (@params out of range, or flags
+ * or reserved fields set), -EOPNOTSUPP, -ENOSPC (too many handler files on
+ * @fd), -ENOMEM, -EMFILE, or what io_uring_queue_init() failed with.
+ * Nothing is left open on failure.
+ *
+ * Thread-safety: safe.
+ */
+int gmemuf_handler_create(int fd, const struct gmemuf_handler_params *params,
+			  struct gmemuf_handler **handler);
+
+/**
+ * gmemuf_handler_destroy() - close a handler's rings and handler files
+ * @handler: the handler, or NULL.
+ *
+ * Faults it fetched and that are still missing go to another handler, or
+ * to the next one attached. Populates it queued and never submitted are
+ * dropped: their faults go elsewhere too.
+ *
+ * Thread-safety: not with any other call on @handler: stop it and join the
+ * threads that serve it first.
+ */
+void gmemuf_handler_destroy(struct gmemuf_handler *handler);
+
+/**
+ * gmemuf_handler_wait() - submit queued populates and wait for faults
+ * @handler: the handler.
+ * @queue: which of its queues, below nr_queues.
+ * @faults: set to the records fetched, valid until the next call on
+ *	@queue.
+ * @timeout_ms: how long to wait for faults: -1 for ever, 0 not at all.
+ *
+ * Submits the populates queued on @queue and the queue's fetch, in one
+ * system call, then waits until the populates have completed and the fetch
+ * has delivered faults, @timeout_ms has passed or the handler is stopped.
+ * The data of the populates may be reused once it returns.
+ *
+ * A queued populate that failed (for another reason than the page being
+ * present) makes it return that error once; its fault is returned again by
+ * the next call, so that it is not lost.
+ *
+ * Return: the number of records at *@faults (1 or more), 0 if none came in
+ * @timeout_ms, or a negative errno: -ESHUTDOWN (gmemuf_handler_stop() was
+ * called), -EINVAL (@queue out of range), the error of a populate, or of the
+ * ring.
+ *
+ * Thread-safety: one thread at a time per queue; queues are independent.
+ */
+int gmemuf_handler_wait(struct gmemuf_handler *handler, unsigned int queue,
+			const struct gmemuf_fault **faults, int timeout_ms);
+
+/**
+ * gmemuf_handler_populate() - queue the populate of a page on a queue's ring
+ * @handler: the handler.
+ * @queue: which of its queues.
+ * @offset: the page's offset in the guest_memfd.
+ * @page: GMEMUF_PAGE_SIZE bytes, its contents: they must stay readable
+ *	until the next gmemuf_handler_wait() on @queue returns.
+ *
+ * The populate is submitted by the next gmemuf_handler_wait() (or now, if
+ * the ring is full). A page present already is not an error.
+ *
+ * Return: 0, or a negative errno: -EINVAL (@queue out of range, @offset not
+ * aligned), or the error of submitting a full ring.
+ *
+ * Thread-safety: from the thread that serves @queue.
+ */
+int gmemuf_handler_populate(struct gmemuf_handler *handler, unsigned int queue,
+			    uint64_t offset, const void *page);
+
+/**
+ * gmemuf_fault_fn - what gmemuf_handler_run() calls with each batch
+ * @handler: @queue: the handler and queue that fetched the faults.
+ * @faults: @nr: the records, valid until it returns.
+ * @arg: the @arg of gmemuf_handler_run().
+ *
+ * It resolves the faults, typically with gmemuf_handler_populate(), or
+ * arranges for them to be resolved later.
+ *
+ * Return: 0 to go on, or a negative errno that stops gmemuf_handler_run()
+ * (which returns it).
+ */
+typedef int (*gmemuf_fault_fn)(struct gmemuf_handler *handler,
+			       unsigned int queue,
+			       const struct gmemuf_fault *faults,
+			       unsigned int nr, void *arg);
+
+/**
+ * gmemuf_handler_run() - serve a queue's faults with a callback
+ * @handler: the handler.
+ * @queue: which of its queues.
+ * @fn: called with each batch of faults.
+ * @arg: passed to @fn.
+ *
+ * Loops on gmemuf_handler_wait() until the handler is stopped.
+ *
+ * Return: 0 once gmemuf_handler_stop() was called, or a negative errno: the
+ * one @fn returned, or one of gmemuf_handler_wait().
+ *
+ * Thread-safety: one thread at a time per queue; queues are independent.
+ */
+int gmemuf_handler_run(struct gmemuf_handler *handler, unsigned int queue,
+		       gmemuf_fault_fn fn, void *arg);
+
+/**
+ * gmemuf_handler_stop() - make every wait and run of a handler return
+ * @handler: the handler.
+ *
+ * Sticky: every later gmemuf_handler_wait() returns -ESHUTDOWN (after
+ * submitting its queued populates and returning the faults already
+ * fetched). The handler files stay attached until gmemuf_handler_destroy().
+ *
+ * Thread-safety: safe, from any thread, and async-signal-safe.
+ */
+void gmemuf_handler_stop(struct gmemuf_handler *handler);
+
+/**
+ * gmemuf_prefetch_fn - what gmemuf_prefetch() calls for page contents
+ * @arg: the @arg of gmemuf_prefetch().
+ * @offsets: @nr: offsets of pages that were missing when asked for.
+ * @buf: @nr pages: fill page i with the contents of the page at
+ *	@offsets[i].
+ *
+ * Return: 0, or a negative errno that stops gmemuf_prefetch().
+ */
+typedef int (*gmemuf_prefetch_fn)(void *arg, const uint64_t *offsets,
+				  unsigned int nr, void *buf);
+
+/**
+ * gmemuf_prefetch() - populate the pages still missing, in a given order
+ * @fd: a userfault guest_memfd.
+ * @order: @nr page offsets, in the order to populate them.
+ * @nr: how many.
+ * @batch: how many pages to ask @fn for at a time (0: 64), at most 1024.
+ * @fn: gives the contents of pages.
+ * @arg: passed to @fn.
+ *
+ * Takes @order @batch pages at a time, drops those that are present (so
+ * that @fn is not asked for them), has @fn fill the rest and populates them.
+ * A page populated meanwhile by anyone else, demand faults included, is
+ * skipped, not an error: prefetch and a handler can run at the same time.
+ *
+ * Return: the number of pages this call populated, or a negative errno: the
+ * one @fn returned, -EINVAL (@batch too big, an offset out of the file or
+ * not aligned), -ENOMEM, or those of gmemuf_populate().
+ *
+ * Thread-safety: safe, if @fn is.
+ */
+int64_t gmemuf_prefetch(int fd, const uint64_t *order, size_t nr,
+			unsigned int batch, gmemuf_prefetch_fn fn, void *arg);
+
+/**
+ * gmemuf_strerror() - describe an error of this library
+ * @err: a negative (or positive) errno returned by a libgmemuf call.
+ *
+ * Return: a constant string, never NULL; what the error means for this
+ * library where that says more than strerror(), as for -EOPNOTSUPP.
+ *
+ * Thread-safety: safe.
+ */
+const char *gmemuf_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBGMEMUF_H */
