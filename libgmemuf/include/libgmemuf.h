@@ -101,7 +101,8 @@ int gmemuf_probe(int vm_fd, uint64_t *features);
  *	(GUEST_MEMFD_FLAG_MMAP, _INIT_SHARED, _USERFAULT_EXIT, ...), with
  *	GUEST_MEMFD_FLAG_USERFAULT added.
  *
- * Every page of the new file is missing. The file is close-on-exec.
+ * Every page of the new file is missing. As every guest_memfd, it is not
+ * close-on-exec: set FD_CLOEXEC if it must not outlive an exec().
  *
  * Return: the file descriptor, or a negative errno: -EOPNOTSUPP if the
  * kernel does not support guest_memfd userfault, or one of @flags, for VMs

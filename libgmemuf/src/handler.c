@@ -1,0 +1,405 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR MIT)
+/*
+ * A handler that owns its rings: per queue, a handler file and an io_uring
+ * with one fetch parked, populates queued on the same ring and submitted
+ * with the next fetch, and a poll on the handler's stop eventfd so that
+ * gmemuf_handler_stop() wakes every queue.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+
+#include "private.h"
+
+/*
+ * What a completion is for, in its user_data: a populate's is the page
+ * offset itself (page-aligned, so its low bits are clear).
+ */
+#define TAG_POPULATE	0
+#define TAG_FETCH	1
+#define TAG_STOP	2
+#define TAG_MASK	(PAGE_SIZE_U64 - 1)
+
+#define MAX_HANDLER_FILES	256	/* the kernel's limit per guest_memfd */
+#define MAX_QUEUE_DEPTH		4096
+
+struct queue {
+	int hfd;			/* the handler file, or -1 */
+	bool ring_ready;		/* ring was initialised */
+	struct io_uring ring;
+	bool fetch_armed;		/* a fetch is queued or parked */
+	bool stop_armed;		/* the poll on stop_fd is queued or parked */
+	unsigned int inflight;		/* populates queued or running */
+	unsigned int ready;		/* records in fetched[] not yet returned */
+	struct gmemuf_fault *fetched;	/* the kernel's while a fetch is parked */
+	struct gmemuf_fault *out;	/* what gmemuf_handler_wait() returns */
+	uint64_t *retry;		/* pages whose populate failed */
+	unsigned int nr_retry;
+	int error;			/* the first populate error not reported */
+};
+
+struct gmemuf_handler {
+	int fd;				/* the guest_memfd, not ours */
+	int stop_fd;			/* an eventfd, written once by stop */
+	atomic_bool stopped;
+	unsigned int nr_queues;
+	unsigned int depth;		/* also the most populates in flight */
+	unsigned int batch;
+	struct queue *q[];
+};
+
+static int check_params(const struct gmemuf_handler_params *p,
+			struct gmemuf_handler_params *out)
+{
+	unsigned int i;
+
+	memset(out, 0, sizeof(*out));
+	if (p)
+		*out = *p;
+	if (!out->nr_queues)
+		out->nr_queues = 1;
+	if (!out->queue_depth)
+		out->queue_depth = 64;
+	if (!out->batch)
+		out->batch = 64;
+	if (out->nr_queues > MAX_HANDLER_FILES || out->queue_depth < 4 ||
+	    out->queue_depth > MAX_QUEUE_DEPTH ||
+	    out->batch > GMEMUF_FETCH_MAX || out->flags)
+		return -EINVAL;
+	for (i = 0; i < sizeof(out->reserved) / sizeof(out->reserved[0]); i++)
+		if (out->reserved[i])
+			return -EINVAL;
+	return 0;
+}
+
+static void queue_free(struct queue *q)
+{
+	if (!q)
+		return;
+	/* The ring first: it holds the handler file while a fetch is parked. */
+	if (q->ring_ready)
+		io_uring_queue_exit(&q->ring);
+	if (q->hfd >= 0)
+		close(q->hfd);
+	free(q->fetched);
+	free(q->out);
+	free(q->retry);
+	free(q);
+}
+
+static int queue_new(struct gmemuf_handler *h, struct queue **qp)
+{
+	struct queue *q = calloc(1, sizeof(*q));
+	int ret;
+
+	*qp = q;
+	if (!q)
+		return -ENOMEM;
+	q->hfd = -1;
+	q->fetched = calloc(h->batch, sizeof(*q->fetched));
+	q->out = calloc(h->batch + h->depth, sizeof(*q->out));
+	q->retry = calloc(h->depth, sizeof(*q->retry));
+	if (!q->fetched || !q->out || !q->retry)
+		return -ENOMEM;
+	q->hfd = gmemuf_handler_open(h->fd);
+	if (q->hfd < 0)
+		return q->hfd;
+	/* The CQ (twice the SQ) holds every populate, the fetch and the poll. */
+	ret = io_uring_queue_init(h->depth, &q->ring, 0);
+	if (ret)
+		return ret;
+	q->ring_ready = true;
+	return 0;
+}
+
+void gmemuf_handler_destroy(struct gmemuf_handler *h)
+{
+	unsigned int i;
+
+	if (!h)
+		return;
+	for (i = 0; i < h->nr_queues; i++)
+		queue_free(h->q[i]);
+	if (h->stop_fd >= 0)
+		close(h->stop_fd);
+	free(h);
+}
+
+int gmemuf_handler_create(int fd, const struct gmemuf_handler_params *params,
+			  struct gmemuf_handler **handler)
+{
+	struct gmemuf_handler_params p;
+	struct gmemuf_handler *h;
+	unsigned int i;
+	int ret;
+
+	if (!handler)
+		return -EINVAL;
+	*handler = NULL;
+	ret = check_params(params, &p);
+	if (ret)
+		return ret;
+	h = calloc(1, sizeof(*h) + p.nr_queues * sizeof(h->q[0]));
+	if (!h)
+		return -ENOMEM;
+	h->fd = fd;
+	h->nr_queues = p.nr_queues;
+	h->depth = p.queue_depth;
+	h->batch = p.batch;
+	h->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (h->stop_fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	for (i = 0; i < h->nr_queues; i++) {
+		ret = queue_new(h, &h->q[i]);
+		if (ret)
+			goto fail;
+	}
+	*handler = h;
+	return 0;
+fail:
+	gmemuf_handler_destroy(h);
+	return ret;
+}
+
+void gmemuf_handler_stop(struct gmemuf_handler *h)
+{
+	uint64_t one = 1;
+
+	atomic_store(&h->stopped, true);
+	/* Completes the poll of every queue; EAGAIN only if already written. */
+	if (write(h->stop_fd, &one, sizeof(one)) < 0)
+		return;
+}
+
+/* Take in a completion. */
+static void complete(struct gmemuf_handler *h, struct queue *q,
+		     const struct io_uring_cqe *cqe)
+{
+	uint64_t data = io_uring_cqe_get_data64(cqe);
+	int res = cqe->res;
+
+	switch (data & TAG_MASK) {
+	case TAG_POPULATE:
+		q->inflight--;
+		if (res == -EEXIST || res == (int)GMEMUF_PAGE_SIZE)
+			break;
+		/* Still missing, and its fault is this handler's: say it again. */
+		if (q->nr_retry < h->depth)
+			q->retry[q->nr_retry++] = data & ~TAG_MASK;
+		if (!q->error)
+			q->error = res < 0 ? res : -EIO;
+		break;
+	case TAG_FETCH:
+		q->fetch_armed = false;
+		res = gmemuf_fetch_result(cqe, h->batch);
+		if (res > 0)
+			q->ready = (unsigned int)res;
+		/* Cancelled by the exit of the thread that submitted it: re-arm. */
+		else if (res != -ECANCELED && !q->error)
+			q->error = res;
+		break;
+	case TAG_STOP:
+		q->stop_armed = false;
+		break;
+	}
+}
+
+static void reap(struct gmemuf_handler *h, struct queue *q)
+{
+	struct io_uring_cqe *cqe;
+	unsigned int head, n = 0;
+
+	io_uring_for_each_cqe(&q->ring, head, cqe) {
+		complete(h, q, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&q->ring, n);
+}
+
+/* An SQE of @q, submitting what is queued to make room if needed. */
+static int get_sqe(struct queue *q, struct io_uring_sqe **sqe)
+{
+	int ret;
+
+	*sqe = io_uring_get_sqe(&q->ring);
+	if (*sqe)
+		return 0;
+	ret = io_uring_submit(&q->ring);
+	if (ret < 0)
+		return ret;
+	*sqe = io_uring_get_sqe(&q->ring);
+	return *sqe ? 0 : -EBUSY;
+}
+
+/* Queue the fetch and the stop poll, unless they are out already. */
+static int arm(struct gmemuf_handler *h, struct queue *q)
+{
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	if (!q->stop_armed) {
+		ret = get_sqe(q, &sqe);
+		if (ret)
+			return ret;
+		io_uring_prep_poll_add(sqe, h->stop_fd, POLLIN);
+		io_uring_sqe_set_data64(sqe, TAG_STOP);
+		q->stop_armed = true;
+	}
+	if (!q->fetch_armed && !q->ready && !atomic_load(&h->stopped)) {
+		ret = get_sqe(q, &sqe);
+		if (ret)
+			return ret;
+		gmemuf_prep_fetch(sqe, q->hfd, q->fetched, h->batch);
+		io_uring_sqe_set_data64(sqe, TAG_FETCH);
+		q->fetch_armed = true;
+	}
+	return 0;
+}
+
+/* Hand out the faults to retry, then those fetched. */
+static int deliver(struct queue *q, const struct gmemuf_fault **faults)
+{
+	unsigned int i, n = q->nr_retry;
+
+	for (i = 0; i < q->nr_retry; i++)
+		q->out[i] = (struct gmemuf_fault){ .offset = q->retry[i] };
+	memcpy(q->out + n, q->fetched, q->ready * sizeof(*q->out));
+	n += q->ready;
+	q->nr_retry = 0;
+	q->ready = 0;
+	*faults = q->out;
+	return (int)n;
+}
+
+static struct timespec deadline_after(int ms)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+static struct __kernel_timespec time_left(const struct timespec *deadline)
+{
+	struct __kernel_timespec left = { 0, 0 };
+	struct timespec now;
+	long long ns;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ns = (deadline->tv_sec - now.tv_sec) * 1000000000LL +
+	     (deadline->tv_nsec - now.tv_nsec);
+	if (ns > 0) {
+		left.tv_sec = ns / 1000000000LL;
+		left.tv_nsec = ns % 1000000000LL;
+	}
+	return left;
+}
+
+int gmemuf_handler_wait(struct gmemuf_handler *h, unsigned int queue,
+			const struct gmemuf_fault **faults, int timeout_ms)
+{
+	struct __kernel_timespec left, *ts;
+	struct io_uring_cqe *cqe;
+	struct timespec deadline;
+	bool timed_out = false;
+	struct queue *q;
+	int ret;
+
+	if (!h || queue >= h->nr_queues || !faults)
+		return -EINVAL;
+	q = h->q[queue];
+	*faults = NULL;
+	if (timeout_ms >= 0)
+		deadline = deadline_after(timeout_ms);
+	for (;;) {
+		/* Only once the populates are done is their data free again. */
+		if (!q->inflight) {
+			if (q->error) {
+				ret = q->error;
+				q->error = 0;
+				return ret;
+			}
+			if (q->ready || q->nr_retry)
+				return deliver(q, faults);
+			if (atomic_load(&h->stopped))
+				return -ESHUTDOWN;
+			if (timed_out)
+				return 0;
+		}
+		ret = arm(h, q);
+		if (ret)
+			return ret;
+		ts = NULL;
+		if (timeout_ms >= 0 && !q->inflight) {
+			left = time_left(&deadline);
+			ts = &left;
+		}
+		ret = io_uring_submit_and_wait_timeout(&q->ring, &cqe, 1, ts,
+						       NULL);
+		if (ret == -ETIME)
+			timed_out = true;
+		else if (ret < 0 && ret != -EINTR)
+			return ret;
+		reap(h, q);
+	}
+}
+
+int gmemuf_handler_populate(struct gmemuf_handler *h, unsigned int queue,
+			    uint64_t offset, const void *page)
+{
+	struct io_uring_sqe *sqe;
+	struct queue *q;
+	int ret;
+
+	if (!h || queue >= h->nr_queues || !page_aligned(offset))
+		return -EINVAL;
+	q = h->q[queue];
+	/* Bounded, so that every completion fits in the CQ. */
+	while (q->inflight >= h->depth) {
+		ret = io_uring_submit_and_wait(&q->ring, 1);
+		if (ret < 0 && ret != -EINTR)
+			return ret;
+		reap(h, q);
+	}
+	ret = get_sqe(q, &sqe);
+	if (ret)
+		return ret;
+	gmemuf_prep_populate(sqe, h->fd, offset, page, 1);
+	io_uring_sqe_set_data64(sqe, offset | TAG_POPULATE);
+	q->inflight++;
+	return 0;
+}
+
+int gmemuf_handler_run(struct gmemuf_handler *h, unsigned int queue,
+		       gmemuf_fault_fn fn, void *arg)
+{
+	const struct gmemuf_fault *faults;
+	int n, ret;
+
+	if (!fn)
+		return -EINVAL;
+	for (;;) {
+		n = gmemuf_handler_wait(h, queue, &faults, -1);
+		if (n == -ESHUTDOWN)
+			return 0;
+		if (n < 0)
+			return n;
+		ret = fn(h, queue, faults, (unsigned int)n, arg);
+		if (ret)
+			return ret;
+	}
+}
