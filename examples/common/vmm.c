@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * The examples' VMM: see vmm.h. Plain KVM ioctls, in the order a VMM
- * issues them; nothing here is specific to gmemuf except the
- * GUEST_MEMFD_FLAG_USERFAULT flag at creation.
+ * issues them; the only gmemuf calls are the probe and the creation of a
+ * userfault guest_memfd, with libgmemuf.
  */
 #include <err.h>
 #include <errno.h>
@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <linux/gmemuf.h>
+#include <libgmemuf.h>
 
 #include "guest_abi.h"
 #include "vmm.h"
@@ -57,10 +57,40 @@ static void set_cpuid(struct vmm *vm)
 	free(cpuid);
 }
 
-void vmm_create(struct vmm *vm, enum vmm_memory memory, uint64_t mem_size,
-		bool userfault)
+static int create_gmem(struct vmm *vm, uint64_t gmem_flags, unsigned int flags)
 {
-	struct kvm_create_guest_memfd gmem = { .size = mem_size };
+	struct kvm_create_guest_memfd gmem = {
+		.size = vm->mem_size,
+		.flags = gmem_flags,
+	};
+	uint64_t features;
+	int fd;
+
+	if (!(flags & VMM_USERFAULT)) {
+		fd = ioctl(vm->vm, KVM_CREATE_GUEST_MEMFD, &gmem);
+		if (fd < 0)
+			err(1, "KVM_CREATE_GUEST_MEMFD(flags 0x%llx)",
+			    (unsigned long long)gmem_flags);
+		return fd;
+	}
+
+	if (gmemuf_probe(vm->vm, &features) != 1)
+		errx(1, "this kernel has no guest_memfd userfault for this VM type");
+	if (flags & VMM_USERFAULT_EXIT) {
+		if (!(features & GMEMUF_FEATURE_VCPU_EXIT))
+			errx(1, "this kernel has no userfault exit mode");
+		gmem_flags |= GUEST_MEMFD_FLAG_USERFAULT_EXIT;
+	}
+	fd = gmemuf_create(vm->vm, vm->mem_size, gmem_flags);
+	if (fd < 0)
+		errx(1, "gmemuf_create(flags 0x%llx): %s",
+		     (unsigned long long)gmem_flags, gmemuf_strerror(fd));
+	return fd;
+}
+
+void vmm_create(struct vmm *vm, enum vmm_memory memory, uint64_t mem_size,
+		unsigned int flags)
+{
 	struct kvm_userspace_memory_region2 slot = {
 		.slot = 0,
 		.flags = KVM_MEM_GUEST_MEMFD,
@@ -86,14 +116,9 @@ void vmm_create(struct vmm *vm, enum vmm_memory memory, uint64_t mem_size,
 		err(1, "KVM_CREATE_VM(%s)", memory == VMM_PRIVATE ?
 		    "KVM_X86_SW_PROTECTED_VM" : "KVM_X86_DEFAULT_VM");
 
-	if (memory == VMM_SHARED)
-		gmem.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
-	if (userfault)
-		gmem.flags |= GUEST_MEMFD_FLAG_USERFAULT;
-	vm->gmem = ioctl(vm->vm, KVM_CREATE_GUEST_MEMFD, &gmem);
-	if (vm->gmem < 0)
-		err(1, "KVM_CREATE_GUEST_MEMFD(flags 0x%llx)",
-		    (unsigned long long)gmem.flags);
+	vm->gmem = create_gmem(vm, memory == VMM_SHARED ?
+			       GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED : 0,
+			       flags);
 
 	if (memory == VMM_SHARED) {
 		vm->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE,
@@ -157,10 +182,11 @@ void vmm_destroy(struct vmm *vm)
 
 uint64_t vmm_gmemuf_features(struct vmm *vm)
 {
-	int r = ioctl(vm->kvm, KVM_CHECK_EXTENSION,
-		      KVM_CAP_GUEST_MEMFD_USERFAULT);
+	uint64_t features = 0;
 
-	return r < 0 ? 0 : (uint64_t)r;
+	if (gmemuf_probe(vm->vm, &features) < 0)
+		return 0;
+	return features;
 }
 
 void vmm_load_guest(struct vmm *vm, uint64_t seed)

@@ -41,6 +41,10 @@ struct vmm_state {
 	struct kvm_sregs sregs;
 };
 
+/* How vmm_create() makes the guest_memfd. */
+#define VMM_USERFAULT		(1U << 0)	/* every page starts missing */
+#define VMM_USERFAULT_EXIT	(1U << 1)	/* vCPU faults exit KVM_RUN */
+
 /* Why vmm_run() returned. */
 enum vmm_exit_kind {
 	VMM_EXIT_REPORT,	/* the guest reported: report, value */
@@ -55,9 +59,9 @@ struct vmm_exit {
 };
 
 void vmm_create(struct vmm *vm, enum vmm_memory memory, uint64_t mem_size,
-		bool userfault);
+		unsigned int flags);
 void vmm_destroy(struct vmm *vm);
-/* The gmemuf feature mask, KVM_CHECK_EXTENSION(KVM_CAP_GUEST_MEMFD_USERFAULT). */
+/* The gmemuf feature mask (GMEMUF_FEATURE_*) for this VM's type. */
 uint64_t vmm_gmemuf_features(struct vmm *vm);
 
 /* Shared memory: page tables and guest program, and the initial state. */
