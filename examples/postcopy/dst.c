@@ -206,8 +206,11 @@ static void *progress(void *arg)
 	uint64_t bytes, last_bytes = 0, missing, present, demand_pages;
 	double t, last = d->start;
 
-	while (!__atomic_load_n(&d->done, __ATOMIC_ACQUIRE)) {
+	for (;;) {
 		sleep_until(last + d->interval_ms / 1000.0);
+		/* The summary says the rest. */
+		if (__atomic_load_n(&d->done, __ATOMIC_ACQUIRE))
+			break;
 		t = now();
 		bytes = GET(d->bytes);
 		missing = missing_pages(d, 0, d->vm.mem_size);
