@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <libgmemuf.h>
 
 #include "guest_abi.h"
@@ -327,6 +328,58 @@ uint64_t vmm_data_checksum(struct vmm *vm)
 	for (gpa = GUEST_DATA_GPA; gpa < vm->mem_size; gpa += GUEST_PAGE_SIZE)
 		sum += guest_page_sum((uint64_t *)(vm->mem + gpa), gpa);
 	return sum;
+}
+
+uint64_t vmm_run_fill(struct vmm *vm)
+{
+	struct vmm_exit exit;
+	uint64_t seed, sum;
+
+	/* A new pattern each run: stale memory cannot pass for fresh. */
+	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+		err(1, "getrandom");
+	vmm_load_guest(vm, seed);
+	vmm_run(vm, &exit);
+	if (exit.kind != VMM_EXIT_REPORT || exit.report != GUEST_FILLED)
+		errx(1, "guest: expected the 'filled' report, got %s",
+		     exit.kind == VMM_EXIT_REPORT ?
+		     guest_report_name(exit.report) : "another exit");
+	sum = vmm_data_checksum(vm);
+	if (sum != exit.value)
+		errx(1, "guest reported checksum 0x%016llx, its memory has 0x%016llx",
+		     (unsigned long long)exit.value, (unsigned long long)sum);
+	vmm_complete_exit(vm);
+	return sum;
+}
+
+uint64_t vmm_run_check(struct vmm *vm, vmm_missing_fn missing, void *arg)
+{
+	struct vmm_exit exit;
+	uint64_t sum = 0;
+
+	for (;;) {
+		vmm_run(vm, &exit);
+		switch (exit.kind) {
+		case VMM_EXIT_INTR:
+			continue;
+		case VMM_EXIT_MISSING:
+			missing(arg, exit.gpa, exit.size);
+			continue;
+		case VMM_EXIT_REPORT:
+			break;
+		}
+		switch (exit.report) {
+		case GUEST_CHECKED:
+			sum = exit.value;
+			break;
+		case GUEST_DONE:
+			return sum;
+		default:
+			errx(1, "guest: unexpected report %s (0x%llx)",
+			     guest_report_name(exit.report),
+			     (unsigned long long)exit.value);
+		}
+	}
 }
 
 const char *guest_report_name(uint64_t report)

@@ -80,6 +80,27 @@ void vmm_complete_exit(struct vmm *vm);
 /* The checksum of the guest's data pages, read through the mapping. */
 uint64_t vmm_data_checksum(struct vmm *vm);
 
+/*
+ * Shared memory: load the guest with a random seed and run its first
+ * phase, up to its GUEST_FILLED report, then stop it so that its state
+ * resumes after the report. Returns the checksum of what it wrote, checked
+ * against the memory.
+ */
+uint64_t vmm_run_fill(struct vmm *vm);
+
+/*
+ * What the VMM does when KVM_RUN stopped on a missing page (the exit mode,
+ * or a kernel whose vCPUs cannot wait): bring in the pages of
+ * [@gpa, @gpa + @size) before the vCPU enters again.
+ */
+typedef void (*vmm_missing_fn)(void *arg, uint64_t gpa, uint64_t size);
+
+/*
+ * Run the guest's second phase until it is done; returns the checksum it
+ * reported.
+ */
+uint64_t vmm_run_check(struct vmm *vm, vmm_missing_fn missing, void *arg);
+
 const char *guest_report_name(uint64_t report);
 
 #endif /* EXAMPLES_VMM_H */

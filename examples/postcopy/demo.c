@@ -37,7 +37,7 @@ static pid_t spawn(int ns, const char *prog, char *const args[])
 	int i;
 
 	snprintf(path, sizeof(path), "%s/%s", bindir, prog);
-	for (i = 0; args[i] && i < 14; i++)
+	for (i = 0; i < 14 && args[i]; i++)
 		argv[i + 1] = args[i];
 	pid = fork();
 	if (pid < 0)
@@ -50,20 +50,35 @@ static pid_t spawn(int ns, const char *prog, char *const args[])
 	return pid;
 }
 
-static int wait_for(pid_t pid, const char *name)
+/*
+ * Wait for both; if one fails, the other cannot succeed (the destination
+ * would wait for a source that is gone): kill it. Returns 0 if both
+ * succeeded.
+ */
+static int wait_both(pid_t src, pid_t dst)
 {
-	int status;
+	int status, left, failed = 0;
+	const char *name;
+	pid_t pid;
 
-	if (waitpid(pid, &status, 0) < 0)
-		err(1, "waitpid");
-	if (WIFEXITED(status) && !WEXITSTATUS(status))
-		return 0;
-	if (WIFSIGNALED(status))
-		printf("demo: %s killed by signal %d\n", name, WTERMSIG(status));
-	else
-		printf("demo: %s failed, exit status %d\n", name,
-		       WEXITSTATUS(status));
-	return 1;
+	for (left = 2; left; left--) {
+		pid = wait(&status);
+		if (pid < 0)
+			err(1, "wait");
+		name = pid == src ? "postcopy-src" : "postcopy-dst";
+		if (WIFEXITED(status) && !WEXITSTATUS(status))
+			continue;
+		if (WIFSIGNALED(status))
+			printf("demo: %s killed by signal %d\n", name,
+			       WTERMSIG(status));
+		else
+			printf("demo: %s failed, exit status %d\n", name,
+			       WEXITSTATUS(status));
+		if (!failed && left == 2)
+			kill(pid == src ? dst : src, SIGKILL);
+		failed = 1;
+	}
+	return failed;
 }
 
 int main(int argc, char **argv)
@@ -119,10 +134,7 @@ int main(int argc, char **argv)
 	t = now();
 	src = spawn(ns_src, "postcopy-src", src_args);
 	dst = spawn(ns_dst, "postcopy-dst", dst_args);
-	failed = wait_for(dst, "postcopy-dst");
-	if (failed)
-		kill(src, SIGKILL);
-	failed |= wait_for(src, "postcopy-src");
+	failed = wait_both(src, dst);
 	close(ns_src);
 	close(ns_dst);
 	printf("demo: %s in %.1f s\n", failed ? "FAILED" : "ok", now() - t);

@@ -65,14 +65,16 @@ struct dest {
 	double wait_sum, wait_max;	/* from request to populate */
 
 	/* Updated with atomics: read by the progress thread. */
-	uint64_t faults_handler;	/* fault records the handler fetched */
-	uint64_t faults_exit;		/* pages asked for after a vCPU exit */
+	uint64_t demanded;		/* pages asked for on demand */
+	uint64_t records;		/* fault records the handler fetched */
+	uint64_t vcpu_exits;		/* pages a vCPU exit waited for */
 	uint64_t bytes;			/* page bytes received */
 	uint64_t prefetched;		/* gmemuf_prefetch()'s result */
 	bool done;
 
 	double start;
 	unsigned int interval_ms;
+	uint64_t last_exit_gpa;		/* vCPU thread only */
 };
 
 #define ADD(field, n)	__atomic_add_fetch(&(field), (n), __ATOMIC_RELAXED)
@@ -94,6 +96,7 @@ static void demand(struct dest *d, uint64_t off)
 
 	if (__atomic_exchange_n(&d->requested[page], 1, __ATOMIC_RELAXED))
 		return;
+	ADD(d->demanded, 1);
 	d->asked_at[page] = now();
 	pthread_mutex_lock(&d->send_lock);
 	write_full(d->demand, &off, sizeof(off), "demand request");
@@ -110,7 +113,7 @@ static int on_faults(struct gmemuf_handler *h, unsigned int queue,
 
 	(void)h;
 	(void)queue;
-	ADD(d->faults_handler, nr);
+	ADD(d->records, nr);
 	/*
 	 * Only ask: the page is populated when it arrives, by the demand
 	 * receiver, so this thread is free to fetch the next faults.
@@ -133,7 +136,7 @@ static void *handler_thread(void *arg)
 static void *demand_receiver(void *arg)
 {
 	struct dest *d = arg;
-	static struct wire_page page;
+	struct wire_page page;
 	double waited;
 	int r;
 
@@ -223,8 +226,7 @@ static void *progress(void *arg)
 		       (unsigned long long)d->npages,
 		       (unsigned long long)(present * 100 / d->npages),
 		       (unsigned long long)missing,
-		       (unsigned long long)(GET(d->faults_handler) +
-					    GET(d->faults_exit)),
+		       (unsigned long long)GET(d->demanded),
 		       (unsigned long long)(present - demand_pages),
 		       (bytes - last_bytes) / (t - last) / 1e6);
 		last_bytes = bytes;
@@ -237,65 +239,33 @@ static void *progress(void *arg)
  * KVM_RUN stopped on missing memory (exit mode, or a kernel whose vCPUs
  * cannot wait): ask for the pages like the handler does, wait for them.
  */
-static void fetch_for_vcpu(struct dest *d, uint64_t gpa, uint64_t size)
+static void fetch_for_vcpu(void *arg, uint64_t gpa, uint64_t size)
 {
-	uint64_t off;
+	struct dest *d = arg;
+	uint64_t off, first = gpa & ~(GUEST_PAGE_SIZE - 1);
 
-	for (off = gpa & ~(GUEST_PAGE_SIZE - 1); off < gpa + size;
-	     off += GUEST_PAGE_SIZE) {
+	/*
+	 * A page present by now was populated since the exit: enter again.
+	 * A second exit on it is not a missing page, and not ours to handle.
+	 */
+	if (!missing_pages(d, first, GUEST_PAGE_SIZE)) {
+		if (gpa == d->last_exit_gpa)
+			errx(1, "KVM_RUN: memory fault at gpa 0x%llx, which is not missing",
+			     (unsigned long long)gpa);
+		d->last_exit_gpa = gpa;
+		return;
+	}
+	d->last_exit_gpa = -1;
+
+	for (off = first; off < gpa + size; off += GUEST_PAGE_SIZE) {
 		if (!missing_pages(d, off, GUEST_PAGE_SIZE))
 			continue;
-		ADD(d->faults_exit, 1);
+		ADD(d->vcpu_exits, 1);
 		demand(d, off);
 		pthread_mutex_lock(&d->lock);
 		while (missing_pages(d, off, GUEST_PAGE_SIZE))
 			pthread_cond_wait(&d->arrived, &d->lock);
 		pthread_mutex_unlock(&d->lock);
-	}
-}
-
-/* Run the guest's second phase; returns the checksum it reports. */
-static uint64_t run_guest(struct dest *d, double *guest_time)
-{
-	uint64_t sum = 0, last_gpa = -1;
-	struct vmm_exit exit;
-
-	for (;;) {
-		vmm_run(&d->vm, &exit);
-		switch (exit.kind) {
-		case VMM_EXIT_INTR:
-			continue;
-		case VMM_EXIT_MISSING:
-			/*
-			 * A memory fault exit on a page that is present: a race
-			 * with a populate, once; twice is not ours to handle.
-			 */
-			if (!missing_pages(d, exit.gpa & ~(GUEST_PAGE_SIZE - 1),
-					   GUEST_PAGE_SIZE) &&
-			    exit.gpa == last_gpa)
-				errx(1, "KVM_RUN: memory fault at gpa 0x%llx, which is not missing",
-				     (unsigned long long)exit.gpa);
-			last_gpa = exit.gpa;
-			fetch_for_vcpu(d, exit.gpa, exit.size);
-			continue;
-		case VMM_EXIT_REPORT:
-			break;
-		}
-		last_gpa = -1;
-		switch (exit.report) {
-		case GUEST_CHECKED:
-			sum = exit.value;
-			*guest_time = now() - d->start;
-			printf("dst: [%5.1fs] guest reports checksum 0x%016llx\n",
-			       *guest_time, (unsigned long long)sum);
-			break;
-		case GUEST_DONE:
-			return sum;
-		default:
-			errx(1, "guest: unexpected report %s (0x%llx)",
-			     guest_report_name(exit.report),
-			     (unsigned long long)exit.value);
-		}
 	}
 }
 
@@ -359,6 +329,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct dest d = {
+		.last_exit_gpa = -1,
 		.send_lock = PTHREAD_MUTEX_INITIALIZER,
 		.lock = PTHREAD_MUTEX_INITIALIZER,
 		.arrived = PTHREAD_COND_INITIALIZER,
@@ -368,7 +339,7 @@ int main(int argc, char **argv)
 	const char *addr = "127.0.0.1";
 	uint64_t port = WIRE_PORT, sum, missing;
 	struct wire_header hdr;
-	double guest_time = 0, total;
+	double guest_time, total;
 	bool exit_mode = false, ok;
 	int c, r;
 
@@ -425,7 +396,10 @@ int main(int argc, char **argv)
 	start(&prefetch, prefetcher, &d);
 	start(&reporter, progress, &d);
 
-	sum = run_guest(&d, &guest_time);
+	sum = vmm_run_check(&d.vm, fetch_for_vcpu, &d);
+	guest_time = now() - d.start;
+	printf("dst: [%5.1fs] guest reports checksum 0x%016llx\n",
+	       guest_time, (unsigned long long)sum);
 	pthread_join(prefetch, NULL);
 	total = now() - d.start;
 	missing = missing_pages(&d, 0, d.vm.mem_size);
@@ -444,10 +418,10 @@ int main(int argc, char **argv)
 	printf("dst: memory       %llu MiB, %llu pages, all missing at the start; %llu missing at the end\n",
 	       (unsigned long long)(hdr.mem_size / MiB),
 	       (unsigned long long)d.npages, (unsigned long long)missing);
-	printf("dst: demand       %llu faults (%llu records fetched by the handler, %llu vCPU exits); %llu pages, wait avg %.1f ms, max %.1f ms\n",
-	       (unsigned long long)(d.faults_handler + d.faults_exit),
-	       (unsigned long long)d.faults_handler,
-	       (unsigned long long)d.faults_exit,
+	printf("dst: demand       %llu faults (%llu records fetched by the handler, %llu vCPU exits); %llu pages populated, wait avg %.1f ms, max %.1f ms\n",
+	       (unsigned long long)d.demanded,
+	       (unsigned long long)d.records,
+	       (unsigned long long)d.vcpu_exits,
 	       (unsigned long long)d.demand_pages,
 	       d.demand_pages ? d.wait_sum / d.demand_pages * 1e3 : 0.0,
 	       d.wait_max * 1e3);

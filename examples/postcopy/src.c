@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 
 #include "guest_abi.h"
@@ -38,32 +37,6 @@ struct source {
 	double bandwidth;		/* bytes/s for prefetch, 0: no limit */
 	uint64_t demand_pages, prefetch_pages;
 };
-
-/* Phase 1 of the guest, up to its GUEST_FILLED report. */
-static uint64_t run_phase1(struct vmm *vm)
-{
-	struct vmm_exit exit;
-	uint64_t seed, host;
-	double t = now();
-
-	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
-		err(1, "getrandom");
-	vmm_load_guest(vm, seed);
-	vmm_run(vm, &exit);
-	if (exit.kind != VMM_EXIT_REPORT || exit.report != GUEST_FILLED)
-		errx(1, "guest: expected the 'filled' report, got %s",
-		     guest_report_name(exit.report));
-	/* What the guest wrote is what we are about to serve. */
-	host = vmm_data_checksum(vm);
-	if (host != exit.value)
-		errx(1, "guest reported checksum 0x%016llx, its memory has 0x%016llx",
-		     (unsigned long long)exit.value, (unsigned long long)host);
-	printf("src: guest filled %llu MiB in %.1f s, checksum 0x%016llx; vCPU stopped\n",
-	       (unsigned long long)(vm->mem_size / MiB), now() - t,
-	       (unsigned long long)host);
-	vmm_complete_exit(vm);
-	return host;
-}
 
 static int listen_on(const char *addr, int port)
 {
@@ -181,6 +154,7 @@ int main(int argc, char **argv)
 	uint64_t mem = 64, port = WIRE_PORT;
 	pthread_t prefetcher;
 	int c, lfd;
+	double t;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -204,10 +178,14 @@ int main(int argc, char **argv)
 	if (optind != argc || port > 65535)
 		usage();
 
-	vmm_create(&src.vm, VMM_SHARED, mem * MiB, false);
+	vmm_create(&src.vm, VMM_SHARED, mem * MiB, 0);
+	t = now();
 	hdr.mem_size = src.vm.mem_size;
-	hdr.checksum = run_phase1(&src.vm);
+	hdr.checksum = vmm_run_fill(&src.vm);
 	vmm_get_state(&src.vm, &hdr.state);
+	printf("src: guest filled %llu MiB in %.1f s, checksum 0x%016llx; vCPU stopped\n",
+	       (unsigned long long)mem, now() - t,
+	       (unsigned long long)hdr.checksum);
 
 	lfd = listen_on(addr, port);
 	printf("src: serving the guest on %s:%llu\n", addr,

@@ -29,7 +29,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -41,25 +40,11 @@
 static int save(const char *path, uint64_t mem)
 {
 	struct snapshot_header hdr = { .magic = SNAPSHOT_MAGIC };
-	struct vmm_exit exit;
 	struct vmm vm;
-	uint64_t seed;
 	int fd;
 
 	vmm_create(&vm, VMM_SHARED, mem * MiB, 0);
-	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
-		err(1, "getrandom");
-	vmm_load_guest(&vm, seed);
-	vmm_run(&vm, &exit);
-	if (exit.kind != VMM_EXIT_REPORT || exit.report != GUEST_FILLED)
-		errx(1, "guest: expected the 'filled' report, got %s",
-		     guest_report_name(exit.report));
-	hdr.checksum = vmm_data_checksum(&vm);
-	if (hdr.checksum != exit.value)
-		errx(1, "guest reported checksum 0x%016llx, its memory has 0x%016llx",
-		     (unsigned long long)exit.value,
-		     (unsigned long long)hdr.checksum);
-	vmm_complete_exit(&vm);
+	hdr.checksum = vmm_run_fill(&vm);
 	vmm_get_state(&vm, &hdr.state);
 	hdr.mem_size = vm.mem_size;
 
@@ -136,8 +121,9 @@ static int listen_unix(const char *path)
  * posted to the handlers like any other, and waits until one populates
  * the page, however many handlers come and go meanwhile.
  */
-static void touch_pages(struct restore *r, uint64_t gpa, uint64_t size)
+static void touch_pages(void *arg, uint64_t gpa, uint64_t size)
 {
+	struct restore *r = arg;
 	uint64_t off;
 
 	for (off = gpa & ~(GUEST_PAGE_SIZE - 1); off < gpa + size;
@@ -167,8 +153,7 @@ static int restore(const char *path, const char *sock)
 {
 	struct snapshot_header hdr;
 	struct restore r = { 0 };
-	struct vmm_exit exit;
-	uint64_t sum = 0, differ;
+	uint64_t sum, differ;
 	pthread_t acceptor;
 	double t;
 	int fd;
@@ -190,24 +175,7 @@ static int restore(const char *path, const char *sock)
 	       (unsigned long long)(hdr.mem_size / MiB), path, sock);
 
 	t = now();
-	for (;;) {
-		vmm_run(&r.vm, &exit);
-		if (exit.kind == VMM_EXIT_INTR)
-			continue;
-		if (exit.kind == VMM_EXIT_MISSING) {
-			touch_pages(&r, exit.gpa, exit.size);
-			continue;
-		}
-		if (exit.report == GUEST_CHECKED) {
-			sum = exit.value;
-			continue;
-		}
-		if (exit.report == GUEST_DONE)
-			break;
-		errx(1, "guest: unexpected report %s (0x%llx)",
-		     guest_report_name(exit.report),
-		     (unsigned long long)exit.value);
-	}
+	sum = vmm_run_check(&r.vm, touch_pages, &r);
 	printf("vm: guest done after %.1f s: checksum 0x%016llx, snapshot 0x%016llx: %s\n",
 	       now() - t, (unsigned long long)sum,
 	       (unsigned long long)hdr.checksum,
