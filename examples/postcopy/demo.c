@@ -7,7 +7,10 @@
  * program), and succeeds if both do: the destination's guest must report
  * the source's checksum, with every page present at the end.
  *
- *   postcopy-demo [--mem MiB] [--bandwidth MB/s] [--exit]
+ *   postcopy-demo [--mem MiB] [--bandwidth MB/s] [--exit] [--corrupt]
+ *
+ * --corrupt has the source flip a bit of a page as it sends it, and turns
+ * the verdict around: the demo succeeds if the destination fails.
  */
 #include <err.h>
 #include <getopt.h>
@@ -50,10 +53,13 @@ static pid_t spawn(int ns, const char *prog, char *const args[])
 	return pid;
 }
 
+#define SRC_FAILED	1
+#define DST_FAILED	2
+
 /*
- * Wait for both; if one fails, the other cannot succeed (the destination
- * would wait for a source that is gone): kill it. Returns 0 if both
- * succeeded.
+ * Wait for both; returns which failed. A destination that fails or ends
+ * closes its connections, and the source ends too; a source that fails
+ * may leave the destination trying to connect: kill it.
  */
 static int wait_both(pid_t src, pid_t dst)
 {
@@ -74,9 +80,9 @@ static int wait_both(pid_t src, pid_t dst)
 		else
 			printf("demo: %s failed, exit status %d\n", name,
 			       WEXITSTATUS(status));
-		if (!failed && left == 2)
-			kill(pid == src ? dst : src, SIGKILL);
-		failed = 1;
+		failed |= pid == src ? SRC_FAILED : DST_FAILED;
+		if (pid == src && left == 2)
+			kill(dst, SIGKILL);
 	}
 	return failed;
 }
@@ -87,12 +93,13 @@ int main(int argc, char **argv)
 		{ "mem", required_argument, NULL, 'm' },
 		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "exit", no_argument, NULL, 'e' },
+		{ "corrupt", no_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char *src_args[] = { "--listen", SRC_ADDR, "--mem", "64",
-			     "--bandwidth", "0", NULL };
+			     "--bandwidth", "0", NULL, NULL };
 	char *dst_args[] = { "--source", SRC_ADDR, NULL, NULL };
-	int c, ns_src, ns_dst, failed;
+	int c, ns_src, ns_dst, failed, want = 0;
 	pid_t src, dst;
 	ssize_t n;
 	double t;
@@ -111,9 +118,13 @@ int main(int argc, char **argv)
 		case 'e':
 			dst_args[2] = "--exit";
 			break;
+		case 'c':
+			src_args[6] = "--corrupt";
+			want = DST_FAILED;
+			break;
 		default:
 			fprintf(stderr,
-				"usage: postcopy-demo [--mem MiB] [--bandwidth MB/s] [--exit]\n");
+				"usage: postcopy-demo [--mem MiB] [--bandwidth MB/s] [--exit] [--corrupt]\n");
 			return 2;
 		}
 	}
@@ -137,6 +148,10 @@ int main(int argc, char **argv)
 	failed = wait_both(src, dst);
 	close(ns_src);
 	close(ns_dst);
-	printf("demo: %s in %.1f s\n", failed ? "FAILED" : "ok", now() - t);
-	return failed;
+	if (want)
+		printf("demo: a corrupted page was sent; the destination %s\n",
+		       failed == want ? "caught it, as it must" : "did NOT fail");
+	printf("demo: %s in %.1f s\n", failed == want ? "ok" : "FAILED",
+	       now() - t);
+	return failed == want ? 0 : 1;
 }

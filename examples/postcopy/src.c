@@ -12,6 +12,10 @@
  * loads the guest and reads the image through the mapping.
  *
  *   postcopy-src [--listen ADDR] [--port N] [--mem MiB] [--bandwidth MB/s]
+ *		  [--corrupt]
+ *
+ * --corrupt flips a bit of the last page as it is sent, to show that the
+ * destination's check catches it.
  */
 #include <arpa/inet.h>
 #include <err.h>
@@ -35,6 +39,7 @@ struct source {
 	struct vmm vm;
 	int demand, prefetch;		/* the two connections */
 	double bandwidth;		/* bytes/s for prefetch, 0: no limit */
+	uint64_t corrupt_off;		/* --corrupt: this page, or -1 */
 	uint64_t demand_pages, prefetch_pages;
 };
 
@@ -91,10 +96,22 @@ static void check_offset(struct source *src, uint64_t off)
 		     (unsigned long long)off);
 }
 
+/* What to send for the page at @off: the guest's, unless --corrupt. */
+static const uint8_t *page_to_send(struct source *src, uint64_t off,
+				   uint8_t *copy)
+{
+	if (off != src->corrupt_off)
+		return src->vm.mem + off;
+	memcpy(copy, src->vm.mem + off, GUEST_PAGE_SIZE);
+	copy[GUEST_PAGE_SIZE / 2] ^= 1;
+	return copy;
+}
+
 /* Serve prefetch batches at up to --bandwidth, until the destination is done. */
 static void *serve_prefetch(void *arg)
 {
 	struct source *src = arg;
+	uint8_t copy[GUEST_PAGE_SIZE];
 	struct wire_batch b;
 	double start = now();
 	uint64_t i, sent = 0;
@@ -107,7 +124,8 @@ static void *serve_prefetch(void *arg)
 			  "prefetch batch");
 		for (i = 0; i < b.nr; i++) {
 			check_offset(src, b.offsets[i]);
-			write_full(src->prefetch, src->vm.mem + b.offsets[i],
+			write_full(src->prefetch,
+				   page_to_send(src, b.offsets[i], copy),
 				   GUEST_PAGE_SIZE, "prefetch page");
 		}
 		src->prefetch_pages += b.nr;
@@ -121,12 +139,14 @@ static void *serve_prefetch(void *arg)
 
 static void serve_demand(struct source *src)
 {
+	uint8_t copy[GUEST_PAGE_SIZE];
 	struct wire_page page;
 
 	while (read_full(src->demand, &page.offset, sizeof(page.offset),
 			 "demand request")) {
 		check_offset(src, page.offset);
-		memcpy(page.data, src->vm.mem + page.offset, GUEST_PAGE_SIZE);
+		memcpy(page.data, page_to_send(src, page.offset, copy),
+		       GUEST_PAGE_SIZE);
 		write_full(src->demand, &page, sizeof(page), "demand page");
 		src->demand_pages++;
 	}
@@ -135,7 +155,7 @@ static void serve_demand(struct source *src)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: postcopy-src [--listen ADDR] [--port N] [--mem MiB] [--bandwidth MB/s]\n");
+		"usage: postcopy-src [--listen ADDR] [--port N] [--mem MiB] [--bandwidth MB/s] [--corrupt]\n");
 	exit(2);
 }
 
@@ -146,9 +166,11 @@ int main(int argc, char **argv)
 		{ "port", required_argument, NULL, 'p' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "bandwidth", required_argument, NULL, 'b' },
+		{ "corrupt", no_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct source src = { 0 };
+	struct source src = { .corrupt_off = -1 };
+	bool corrupt = false;
 	struct wire_header hdr = { .magic = WIRE_MAGIC };
 	const char *addr = "0.0.0.0";
 	uint64_t mem = 64, port = WIRE_PORT;
@@ -171,6 +193,9 @@ int main(int argc, char **argv)
 		case 'b':
 			src.bandwidth = parse_num("--bandwidth", optarg) * 1e6;
 			break;
+		case 'c':
+			corrupt = true;
+			break;
 		default:
 			usage();
 		}
@@ -183,6 +208,8 @@ int main(int argc, char **argv)
 	hdr.mem_size = src.vm.mem_size;
 	hdr.checksum = vmm_run_fill(&src.vm);
 	vmm_get_state(&src.vm, &hdr.state);
+	if (corrupt)
+		src.corrupt_off = src.vm.mem_size - GUEST_PAGE_SIZE;
 	printf("src: guest filled %llu MiB in %.1f s, checksum 0x%016llx; vCPU stopped\n",
 	       (unsigned long long)mem, now() - t,
 	       (unsigned long long)hdr.checksum);
