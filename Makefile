@@ -26,8 +26,12 @@ RUN_LIST := selftests/run.list
 UPSTREAM_KVM_TESTS := guest_memfd_test
 OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/*_test.c))
 
-.PHONY: all help deps kernel kernel-release headers tests initramfs check \
-	check-host check-harness check-vm demo shell patches checkpatch clean distclean
+.PHONY: all help deps kernel kernel-release headers lib install tests initramfs \
+	check check-host check-harness check-vm demo shell patches checkpatch clean \
+	distclean
+
+# libgmemuf/Makefile builds the library, its tests and its installation.
+LIBMK = $(MAKE) --no-print-directory -f libgmemuf/Makefile O=$(O)
 
 all: tests
 
@@ -35,6 +39,8 @@ help:
 	@echo 'make deps            install the Debian packages needed (idempotent)'
 	@echo 'make kernel          build the debug (test) kernel'
 	@echo 'make kernel-release  build the release (benchmark) kernel'
+	@echo 'make lib             build libgmemuf (shared, static, pkg-config)'
+	@echo 'make install         install libgmemuf (PREFIX=/usr/local, DESTDIR)'
 	@echo 'make tests           build every test as a static binary'
 	@echo 'make check           host-side tests, then every test in the VM'
 	@echo '                     (T=name runs only matching tests)'
@@ -62,10 +68,17 @@ headers: deps | $(O)
 	@$(KSH) headers >$(O)/headers.path
 	@$(KSH) tree >$(O)/tree.path
 
+lib: deps | $(O)
+	@$(LIBMK) lib
+
+install: lib
+	@$(LIBMK) install
+
 tests: headers
 	@$(KSH) kvm-selftests $(O)/tests $(UPSTREAM_KVM_TESTS) $(OUR_KVM_TESTS)
 	@$(MAKE) --no-print-directory -f selftests/Makefile O=$(O) \
 		HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
+	@$(LIBMK) tests HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
 	@$(MAKE) --no-print-directory -f examples/Makefile O=$(O) \
 		HDR=$$(cat $(O)/headers.path)
 
@@ -82,9 +95,11 @@ initramfs: tests
 
 check: check-host check-harness check-vm
 
-# The harness's own tests, on the host: they need no kernel.
-check-host:
+# On the host: the harness's own tests, which need no kernel, and
+# libgmemuf's against the host's kernel (without gmemuf) and its ABI.
+check-host: headers
 	@python3 scripts/test_vmtest.py
+	@$(LIBMK) check-host HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
 
 # The harness in the VM, on tests made to fail: proves a failure is seen.
 check-harness: kernel | $(O)

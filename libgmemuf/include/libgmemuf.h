@@ -167,7 +167,8 @@ int gmemuf_wake(int fd, uint64_t offset, uint64_t len);
  * The answer is a snapshot: pages may be populated while it is taken.
  *
  * Return: the number of missing pages in the range, or a negative errno:
- * the errors of gmemuf_arm(), -EFAULT (@bitmap cannot be written).
+ * the errors of gmemuf_arm(), -EINVAL (@bitmap is NULL: count with
+ * gmemuf_count_missing()), -EFAULT (@bitmap cannot be written).
  *
  * Thread-safety: safe.
  */
@@ -390,10 +391,12 @@ static inline int gmemuf_populate_result(const struct io_uring_cqe *cqe)
  * A handler that owns its rings.
  *
  * It has nr_queues queues, each a handler file and an io_uring of its own
- * with one fetch parked. Each queue is served by one thread at a time (the
- * caller's: the library starts none), either with gmemuf_handler_run() and
- * a callback, or with a loop of gmemuf_handler_wait() that the caller
- * drives. Faults are resolved with gmemuf_handler_populate(), which queues
+ * with one fetch parked. Each queue is served by one thread (the caller's:
+ * the library starts none), either with gmemuf_handler_run() and a
+ * callback, or with a loop of gmemuf_handler_wait() that the caller drives.
+ * Keep a queue on one thread: the kernel completes a fetch in the context
+ * of the thread that submitted it, and cancels it when that thread exits
+ * (the library then submits it again, and its faults are not lost). Faults are resolved with gmemuf_handler_populate(), which queues
  * the populate on the queue's ring, to be submitted together with the next
  * fetch; or by any other populate call, from any thread.
  */
@@ -452,7 +455,8 @@ void gmemuf_handler_destroy(struct gmemuf_handler *handler);
  *
  * A queued populate that failed (for another reason than the page being
  * present) makes it return that error once; its fault is returned again by
- * the next call, so that it is not lost.
+ * the next call, with flags 0, so that it is not lost (up to queue_depth
+ * of them between two returns of faults).
  *
  * Return: the number of records at *@faults (1 or more), 0 if none came in
  * @timeout_ms, or a negative errno: -ESHUTDOWN (gmemuf_handler_stop() was

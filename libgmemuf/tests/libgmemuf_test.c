@@ -1,0 +1,966 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * libgmemuf_test: the library, through its public header only.
+ *
+ * Built twice: static for the test VM (LIBGMEMUF_TEST_VM), whose kernel
+ * has gmemuf, where a missing feature is a failure; and against the shared
+ * library for the host, whose kernel has not, where the tests that need it
+ * skip and the ones that check what a kernel without it answers run.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <linux/kvm.h>
+#include <libgmemuf.h>
+
+#include "kselftest_harness.h"
+
+#define PAGE		((uint64_t)GMEMUF_PAGE_SIZE)
+#define NPAGES		1024
+#define SIZE		(NPAGES * PAGE)
+
+static int open_vm(void)
+{
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC), vm;
+
+	if (kvm < 0)
+		return -1;
+	vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	close(kvm);
+	return vm;
+}
+
+/* A guest_memfd without userfault, straight from KVM. */
+static int plain_gmem(int vm)
+{
+	struct kvm_create_guest_memfd args = {
+		.size = SIZE, .flags = GUEST_MEMFD_FLAG_MMAP,
+	};
+
+	return ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
+}
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	while (d && readdir(d))
+		n++;
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* Page contents that say which page they are, and of which generation. */
+static void fill(void *buf, uint64_t offset, unsigned int gen)
+{
+	uint32_t *p = buf;
+	size_t i;
+
+	for (i = 0; i < PAGE / sizeof(*p); i++)
+		p[i] = (uint32_t)(offset / PAGE) * 2654435761u + gen * 40503u + i;
+}
+
+static bool holds(const void *buf, uint64_t offset, unsigned int gen)
+{
+	static __thread uint32_t want[GMEMUF_PAGE_SIZE / sizeof(uint32_t)];
+
+	fill(want, offset, gen);
+	return !memcmp(buf, want, PAGE);
+}
+
+static bool all_zero(const void *buf)
+{
+	const unsigned char *p = buf;
+	size_t i;
+
+	for (i = 0; i < PAGE; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static int populate_gen(int fd, uint64_t offset, unsigned int gen)
+{
+	char buf[GMEMUF_PAGE_SIZE];
+
+	fill(buf, offset, gen);
+	return gmemuf_populate(fd, offset, buf);
+}
+
+/* A thread that reads a page of a mapping, and so waits while it is missing. */
+struct toucher {
+	pthread_t thread;
+	_Atomic pid_t tid;
+	const char *addr;
+	char copy[GMEMUF_PAGE_SIZE];
+};
+
+static void *toucher_fn(void *arg)
+{
+	struct toucher *t = arg;
+
+	t->tid = gettid();
+	memcpy(t->copy, t->addr, PAGE);
+	return NULL;
+}
+
+static void touch_start(struct toucher *t, const char *addr)
+{
+	t->tid = 0;
+	t->addr = addr;
+	pthread_create(&t->thread, NULL, toucher_fn, t);
+}
+
+/* Wait, 10 s at most, until @t sleeps: it waits for its missing page. */
+static bool touch_waiting(struct toucher *t)
+{
+	char path[64], buf[256], *p;
+	int i, fd;
+	ssize_t n;
+
+	for (i = 0; i < 10000; i++, usleep(1000)) {
+		if (!t->tid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%d/stat", t->tid);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			return false;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = 0;
+		p = strrchr(buf, ')');
+		if (p && p[1] && (p[2] == 'S' || p[2] == 'D'))
+			return true;
+	}
+	return false;
+}
+
+FIXTURE(lib) {
+	int vm;
+	int fd;
+	char *mem;
+};
+
+FIXTURE_SETUP(lib)
+{
+	int ret;
+
+	self->fd = -1;
+	self->mem = MAP_FAILED;
+	self->vm = open_vm();
+#ifdef LIBGMEMUF_TEST_VM
+	ASSERT_GE(self->vm, 0);
+	ASSERT_EQ(gmemuf_probe(self->vm, NULL), 1);
+#else
+	if (self->vm < 0)
+		SKIP(return, "no /dev/kvm");
+	if (gmemuf_probe(self->vm, NULL) != 1)
+		SKIP(return, "this kernel has no gmemuf (tested in the VM)");
+#endif
+	ret = gmemuf_create(self->vm, SIZE, GUEST_MEMFD_FLAG_MMAP |
+			    GUEST_MEMFD_FLAG_INIT_SHARED);
+	ASSERT_GE(ret, 0) TH_LOG("%s", gmemuf_strerror(ret));
+	self->fd = ret;
+	self->mem = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 self->fd, 0);
+	ASSERT_NE(self->mem, MAP_FAILED);
+}
+
+FIXTURE_TEARDOWN(lib)
+{
+	if (self->mem != MAP_FAILED)
+		munmap(self->mem, SIZE);
+	if (self->fd >= 0)
+		close(self->fd);
+	if (self->vm >= 0)
+		close(self->vm);
+}
+
+TEST_F(lib, probe_reports_features)
+{
+	const uint64_t known = GMEMUF_FEATURE_MMAP_FAULT |
+		GMEMUF_FEATURE_POPULATE | GMEMUF_FEATURE_URING_FETCH |
+		GMEMUF_FEATURE_VCPU_WAIT | GMEMUF_FEATURE_VCPU_EXIT;
+	const uint64_t today = GMEMUF_FEATURE_MMAP_FAULT |
+		GMEMUF_FEATURE_POPULATE | GMEMUF_FEATURE_URING_FETCH;
+	uint64_t features = 0;
+
+	ASSERT_EQ(gmemuf_probe(self->vm, &features), 1);
+	EXPECT_EQ(features & today, today);
+	EXPECT_EQ(features & ~known, 0);
+	EXPECT_EQ(gmemuf_probe(self->fd, &features), -ENOTTY);
+	EXPECT_EQ(features, 0);
+	EXPECT_EQ(gmemuf_probe(-1, NULL), -EBADF);
+}
+
+TEST_F(lib, create_passes_flags_through)
+{
+	int fd;
+
+	/* Without GUEST_MEMFD_FLAG_MMAP the file cannot be mapped. */
+	fd = gmemuf_create(self->vm, 16 * PAGE, 0);
+	ASSERT_GE(fd, 0);
+	EXPECT_EQ(gmemuf_count_missing(fd, 0, 16 * PAGE), 16);
+	EXPECT_EQ(mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, 0), MAP_FAILED);
+	close(fd);
+	/* The fixture's has it, and every page starts missing. */
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), NPAGES);
+
+	EXPECT_EQ(gmemuf_create(self->vm, PAGE + 1, 0), -EINVAL);
+	EXPECT_EQ(gmemuf_create(self->vm, PAGE, 1ULL << 40), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_create(-1, PAGE, 0), -EBADF);
+}
+
+TEST_F(lib, populate_one_page)
+{
+	EXPECT_EQ(populate_gen(self->fd, 7 * PAGE, 1), 1);
+	EXPECT_TRUE(holds(self->mem + 7 * PAGE, 7 * PAGE, 1));
+	/* Present: left alone, not an error. */
+	EXPECT_EQ(populate_gen(self->fd, 7 * PAGE, 2), 0);
+	EXPECT_TRUE(holds(self->mem + 7 * PAGE, 7 * PAGE, 1));
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), NPAGES - 1);
+
+	EXPECT_EQ(populate_gen(self->fd, 7 * PAGE + 8, 1), -EINVAL);
+	EXPECT_EQ(populate_gen(self->fd, SIZE, 1), -EINVAL);
+	EXPECT_EQ(gmemuf_populate(self->fd, 8 * PAGE, NULL), -EFAULT);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 8 * PAGE, PAGE), 1);
+}
+
+TEST_F(lib, populate_range_skips_present_pages)
+{
+	char *buf = malloc(8 * PAGE);
+	int i;
+
+	ASSERT_NE(buf, NULL);
+	for (i = 0; i < 8; i++)
+		fill(buf + i * PAGE, (16 + i) * PAGE, 1);
+	ASSERT_EQ(populate_gen(self->fd, 19 * PAGE, 2), 1);
+	ASSERT_EQ(populate_gen(self->fd, 20 * PAGE, 2), 1);
+	ASSERT_EQ(populate_gen(self->fd, 23 * PAGE, 2), 1);
+
+	EXPECT_EQ(gmemuf_populate_range(self->fd, 16 * PAGE, buf, 8 * PAGE), 5);
+	for (i = 16; i < 24; i++)
+		EXPECT_TRUE(holds(self->mem + i * PAGE, i * PAGE,
+				  i == 19 || i == 20 || i == 23 ? 2 : 1))
+			TH_LOG("page %d", i);
+	EXPECT_EQ(gmemuf_populate_range(self->fd, 16 * PAGE, buf, 8 * PAGE), 0);
+	EXPECT_EQ(gmemuf_populate_range(self->fd, 16 * PAGE, buf, 0), 0);
+	EXPECT_EQ(gmemuf_populate_range(self->fd, 16 * PAGE, buf, 100), -EINVAL);
+	EXPECT_EQ(gmemuf_populate_range(self->fd, SIZE - PAGE, buf, 2 * PAGE),
+		  -EINVAL);
+	free(buf);
+}
+
+TEST_F(lib, populate_batch_merges_runs)
+{
+	/* A run longer than one pwritev(), with a present page, then strays. */
+	const int run = 300, strays = 5;
+	struct gmemuf_page *pages = calloc(run + strays, sizeof(*pages));
+	char *buf = malloc((run + strays) * PAGE);
+	int i;
+
+	ASSERT_NE(pages, NULL);
+	ASSERT_NE(buf, NULL);
+	for (i = 0; i < run + strays; i++) {
+		/* Strays in decreasing order: 1000, 998, ... */
+		uint64_t off = i < run ? (100 + i) * PAGE :
+					 (1000 - 2 * (i - run)) * PAGE;
+
+		pages[i].offset = off;
+		pages[i].data = buf + i * PAGE;
+		fill(buf + i * PAGE, off, 1);
+	}
+	ASSERT_EQ(populate_gen(self->fd, 150 * PAGE, 2), 1);
+	ASSERT_EQ(populate_gen(self->fd, 996 * PAGE, 2), 1);
+
+	EXPECT_EQ(gmemuf_populate_batch(self->fd, pages, run + strays),
+		  run + strays - 2);
+	for (i = 0; i < run + strays; i++) {
+		uint64_t off = pages[i].offset;
+
+		EXPECT_TRUE(holds(self->mem + off, off,
+				  off == 150 * PAGE || off == 996 * PAGE ? 2 : 1))
+			TH_LOG("page %lu", (unsigned long)(off / PAGE));
+	}
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE),
+		  NPAGES - run - strays);
+	EXPECT_EQ(gmemuf_populate_batch(self->fd, pages, run + strays), 0);
+	pages[0].offset = 1;
+	EXPECT_EQ(gmemuf_populate_batch(self->fd, pages, 1), -EINVAL);
+	free(pages);
+	free(buf);
+}
+
+TEST_F(lib, zero_skips_present_pages)
+{
+	int i;
+
+	ASSERT_EQ(populate_gen(self->fd, 2 * PAGE, 1), 1);
+	EXPECT_EQ(gmemuf_zero(self->fd, 0, 4 * PAGE), 3);
+	for (i = 0; i < 4; i++)
+		EXPECT_TRUE(i == 2 ? holds(self->mem + i * PAGE, i * PAGE, 1) :
+				     all_zero(self->mem + i * PAGE));
+	EXPECT_EQ(gmemuf_zero(self->fd, 0, 4 * PAGE), 0);
+	EXPECT_EQ(gmemuf_zero(self->fd, 1, PAGE), -EINVAL);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, 8 * PAGE), 4);
+}
+
+TEST_F(lib, arm_disarm_wake_and_bitmap)
+{
+	uint64_t bitmap[2] = { ~0ULL, ~0ULL };
+
+	ASSERT_EQ(gmemuf_zero(self->fd, 0, 70 * PAGE), 70);
+	EXPECT_EQ(gmemuf_read_bitmap(self->fd, 0, 70 * PAGE, bitmap), 0);
+	EXPECT_EQ(bitmap[0], 0);
+	EXPECT_EQ(bitmap[1], 0);
+
+	EXPECT_EQ(gmemuf_arm(self->fd, PAGE, 3 * PAGE), 0);
+	EXPECT_EQ(gmemuf_arm(self->fd, 65 * PAGE, PAGE), 0);
+	EXPECT_EQ(gmemuf_read_bitmap(self->fd, 0, 70 * PAGE, bitmap), 4);
+	EXPECT_EQ(bitmap[0], 0xeULL);
+	EXPECT_EQ(bitmap[1], 0x2ULL);
+
+	EXPECT_EQ(gmemuf_disarm(self->fd, 2 * PAGE, PAGE), 0);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, 70 * PAGE), 3);
+	EXPECT_TRUE(all_zero(self->mem + 2 * PAGE));
+	EXPECT_EQ(populate_gen(self->fd, 2 * PAGE, 1), 0);
+	EXPECT_EQ(gmemuf_wake(self->fd, 0, SIZE), 0);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, 70 * PAGE), 3);
+
+	EXPECT_EQ(gmemuf_arm(self->fd, 1, PAGE), -EINVAL);
+	EXPECT_EQ(gmemuf_disarm(self->fd, 0, 0), -EINVAL);
+	EXPECT_EQ(gmemuf_wake(self->fd, SIZE, PAGE), -EINVAL);
+	EXPECT_EQ(gmemuf_read_bitmap(self->fd, 0, PAGE, NULL), -EINVAL);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE + PAGE), -EINVAL);
+}
+
+static int no_pages(void *arg, const uint64_t *offsets, unsigned int nr,
+		    void *buf)
+{
+	return -EIO;
+}
+
+/* Every call on a file without userfault says it is not supported. */
+static void all_eopnotsupp(struct __test_metadata *_metadata, int fd)
+{
+	struct gmemuf_handler *h = NULL;
+	uint64_t bitmap, order = 0;
+	int nfds = count_fds();
+
+	EXPECT_EQ(gmemuf_arm(fd, 0, PAGE), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_disarm(fd, 0, PAGE), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_wake(fd, 0, PAGE), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_zero(fd, 0, PAGE), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_read_bitmap(fd, 0, PAGE, &bitmap), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_count_missing(fd, 0, PAGE), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_handler_open(fd), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_handler_create(fd, NULL, &h), -EOPNOTSUPP);
+	EXPECT_EQ(h, NULL);
+	EXPECT_EQ(gmemuf_prefetch(fd, &order, 1, 0, no_pages, NULL),
+		  -EOPNOTSUPP);
+	EXPECT_EQ(count_fds(), nfds);
+}
+
+/* Runs on any kernel: a guest_memfd without the flag, and a memfd. */
+TEST(not_userfault_is_eopnotsupp)
+{
+	char page[GMEMUF_PAGE_SIZE] = { 0 };
+	struct gmemuf_page batch = { 0, page };
+	int vm = open_vm(), fd;
+
+	fd = memfd_create("libgmemuf_test", MFD_CLOEXEC);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(ftruncate(fd, SIZE), 0);
+	all_eopnotsupp(_metadata, fd);
+	close(fd);
+	if (vm < 0)
+		SKIP(return, "no /dev/kvm: only a memfd was tried");
+	fd = plain_gmem(vm);
+	ASSERT_GE(fd, 0);
+	all_eopnotsupp(_metadata, fd);
+	/* KVM does not let a guest_memfd without userfault be written. */
+	EXPECT_EQ(gmemuf_populate(fd, 0, page), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_populate_range(fd, 0, page, PAGE), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_populate_batch(fd, &batch, 1), -EOPNOTSUPP);
+	close(fd);
+	close(vm);
+}
+
+#ifndef LIBGMEMUF_TEST_VM
+/* The host's kernel: the probe says no and creation is not supported. */
+TEST(kernel_without_gmemuf)
+{
+	uint64_t features = ~0ULL;
+	int vm = open_vm();
+
+	if (vm < 0)
+		SKIP(return, "no /dev/kvm");
+	if (gmemuf_probe(vm, NULL) == 1) {
+		close(vm);
+		SKIP(return, "this kernel has gmemuf");
+	}
+	EXPECT_EQ(gmemuf_probe(vm, &features), 0);
+	EXPECT_EQ(features, 0);
+	EXPECT_EQ(gmemuf_create(vm, SIZE, 0), -EOPNOTSUPP);
+	EXPECT_EQ(gmemuf_create(vm, SIZE, GUEST_MEMFD_FLAG_MMAP), -EOPNOTSUPP);
+	close(vm);
+}
+#endif
+
+TEST(strerror_names_errors)
+{
+	EXPECT_NE(strstr(gmemuf_strerror(-EOPNOTSUPP), "userfault"), NULL);
+	EXPECT_STREQ(gmemuf_strerror(-EOPNOTSUPP), gmemuf_strerror(EOPNOTSUPP));
+	EXPECT_STREQ(gmemuf_strerror(-EINVAL), "Invalid argument");
+	EXPECT_STREQ(gmemuf_strerror(-ESHUTDOWN), "Handler stopped");
+	EXPECT_STREQ(gmemuf_strerror(-100000), "Unknown error");
+}
+
+TEST_F(lib, handler_params_and_no_leaks)
+{
+	struct gmemuf_handler_params p = { 0 };
+	struct gmemuf_handler *h = (void *)1;
+	int nfds = count_fds(), extra[2];
+
+	p.nr_queues = 257;
+	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -EINVAL);
+	EXPECT_EQ(h, NULL);
+	p = (struct gmemuf_handler_params){ .batch = GMEMUF_FETCH_MAX + 1 };
+	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -EINVAL);
+	p = (struct gmemuf_handler_params){ .queue_depth = 2 };
+	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -EINVAL);
+	p = (struct gmemuf_handler_params){ .flags = 1 };
+	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -EINVAL);
+	p = (struct gmemuf_handler_params){ .reserved[3] = 1 };
+	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_create(self->fd, NULL, NULL), -EINVAL);
+
+	/* Two handler files taken: the 255th queue fails, all are undone. */
+	extra[0] = gmemuf_handler_open(self->fd);
+	extra[1] = gmemuf_handler_open(self->fd);
+	ASSERT_GE(extra[0], 0);
+	ASSERT_GE(extra[1], 0);
+	p = (struct gmemuf_handler_params){ .nr_queues = 255, .queue_depth = 4 };
+	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -ENOSPC);
+	EXPECT_EQ(h, NULL);
+	EXPECT_EQ(count_fds(), nfds + 2);
+	close(extra[0]);
+	close(extra[1]);
+	/* All were released: 256 fit again. */
+	p.nr_queues = 256;
+	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	EXPECT_EQ(gmemuf_handler_open(self->fd), -ENOSPC);
+	gmemuf_handler_destroy(h);
+	EXPECT_EQ(count_fds(), nfds);
+}
+
+/* What the callback of the threads of handler_run_with_callback shares. */
+struct served {
+	int fd;
+	_Atomic unsigned int faults;
+	_Atomic unsigned int bad;
+	unsigned int biggest;			/* batch seen */
+	char (*pages)[GMEMUF_PAGE_SIZE];	/* per queue, a batch */
+	unsigned int batch;
+};
+
+static int serve(struct gmemuf_handler *h, unsigned int queue,
+		 const struct gmemuf_fault *faults, unsigned int nr, void *arg)
+{
+	struct served *s = arg;
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < nr; i++) {
+		char *buf = s->pages[queue * s->batch + i];
+
+		if (faults[i].reserved || faults[i].offset % PAGE ||
+		    !(faults[i].flags & GMEMUF_FAULT_MMAP_USER))
+			s->bad++;
+		fill(buf, faults[i].offset, 1);
+		ret = gmemuf_handler_populate(h, queue, faults[i].offset, buf);
+		if (ret)
+			return ret;
+	}
+	s->faults += nr;
+	if (nr > s->biggest)
+		s->biggest = nr;
+	return 0;
+}
+
+struct runner {
+	pthread_t thread;
+	struct gmemuf_handler *h;
+	unsigned int queue;
+	void *arg;
+	int ret;
+};
+
+static void *runner_fn(void *arg)
+{
+	struct runner *r = arg;
+
+	r->ret = gmemuf_handler_run(r->h, r->queue, serve, r->arg);
+	return NULL;
+}
+
+TEST_F(lib, handler_run_with_callback)
+{
+	struct gmemuf_handler_params p = { .nr_queues = 2, .batch = 16 };
+	static struct toucher t[256];
+	struct served s = { .batch = 16 };
+	struct gmemuf_handler *h;
+	struct runner r[2];
+	int i;
+
+	s.pages = calloc(2 * s.batch, PAGE);
+	ASSERT_NE(s.pages, NULL);
+	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	for (i = 0; i < 2; i++) {
+		r[i] = (struct runner){ .h = h, .queue = i, .arg = &s };
+		pthread_create(&r[i].thread, NULL, runner_fn, &r[i]);
+	}
+	/* 256 pages, each touched by one thread. */
+	for (i = 0; i < 256; i++)
+		touch_start(&t[i], self->mem + (3 * i) * PAGE);
+	for (i = 0; i < 256; i++) {
+		pthread_join(t[i].thread, NULL);
+		EXPECT_TRUE(holds(t[i].copy, 3 * i * PAGE, 1)) TH_LOG("%d", i);
+	}
+	gmemuf_handler_stop(h);
+	for (i = 0; i < 2; i++) {
+		pthread_join(r[i].thread, NULL);
+		EXPECT_EQ(r[i].ret, 0);
+	}
+	/* One record per page, however they were shared. */
+	EXPECT_EQ(s.faults, 256);
+	EXPECT_EQ(s.bad, 0);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), NPAGES - 256);
+	gmemuf_handler_destroy(h);
+	free(s.pages);
+}
+
+/*
+ * Batches bigger than the ring: populates queued by the callback fill the
+ * ring and the most it lets be in flight, so they are submitted and reaped
+ * as it goes, not only with the next fetch. Every page of the file, in
+ * 16 rounds of 64 threads faulting at once; in the first, the handler
+ * starts once all 64 wait, so that its first batch is a full one.
+ */
+TEST_F(lib, handler_batches_bigger_than_its_ring)
+{
+	struct gmemuf_handler_params p = { .queue_depth = 4, .batch = 32 };
+	static struct toucher t[64];
+	struct served s = { .batch = 32 };
+	struct gmemuf_handler *h;
+	struct runner r;
+	int i, k;
+
+	s.pages = calloc(s.batch, PAGE);
+	ASSERT_NE(s.pages, NULL);
+	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	r = (struct runner){ .h = h, .queue = 0, .arg = &s };
+	for (k = 0; k < 16; k++) {
+		for (i = 0; i < 64; i++)
+			touch_start(&t[i], self->mem + (k * 64 + i) * PAGE);
+		for (i = 0; !k && i < 64; i++)
+			ASSERT_TRUE(touch_waiting(&t[i]));
+		if (!k)
+			pthread_create(&r.thread, NULL, runner_fn, &r);
+		for (i = 0; i < 64; i++) {
+			pthread_join(t[i].thread, NULL);
+			EXPECT_TRUE(holds(t[i].copy, (k * 64 + i) * PAGE, 1));
+		}
+	}
+	gmemuf_handler_stop(h);
+	pthread_join(r.thread, NULL);
+	EXPECT_EQ(r.ret, 0);
+	EXPECT_EQ(s.faults, NPAGES);
+	EXPECT_EQ(s.bad, 0);
+	EXPECT_EQ(s.biggest, 32);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), 0);
+	gmemuf_handler_destroy(h);
+	free(s.pages);
+}
+
+static long elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000 +
+	       (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+TEST_F(lib, handler_wait_loop)
+{
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler *h;
+	char page[GMEMUF_PAGE_SIZE];
+	struct timespec t0;
+	struct toucher t;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 100), 0);
+	EXPECT_GE(elapsed_ms(&t0), 90);
+	EXPECT_EQ(gmemuf_handler_wait(h, 1, &faults, 0), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_populate(h, 0, 1, page), -EINVAL);
+
+	touch_start(&t, self->mem + 9 * PAGE);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, 9 * PAGE);
+	EXPECT_EQ(faults[0].flags, GMEMUF_FAULT_MMAP_USER | GMEMUF_FAULT_READ);
+
+	/* A populate that fails is said once, and its fault comes again. */
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, 9 * PAGE, NULL), 0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -EFAULT);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, 9 * PAGE);
+
+	fill(page, 9 * PAGE, 1);
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, 9 * PAGE, page), 0);
+	/* Populated once the next wait returns: nothing else comes. */
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 100), 0);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 9 * PAGE, PAGE), 0);
+	pthread_join(t.thread, NULL);
+	EXPECT_TRUE(holds(t.copy, 9 * PAGE, 1));
+
+	/* Stop is sticky. */
+	gmemuf_handler_stop(h);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, -1), -ESHUTDOWN);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, -1), -ESHUTDOWN);
+	EXPECT_EQ(gmemuf_handler_run(h, 0, serve, NULL), 0);
+	gmemuf_handler_destroy(h);
+}
+
+/* The next batch of @h is the fault of @t on @page: populate it, check @t. */
+static void serve_one_fault(struct __test_metadata *_metadata,
+			    struct gmemuf_handler *h, int fd,
+			    struct toucher *t, uint64_t page)
+{
+	const struct gmemuf_fault *faults;
+
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, page * PAGE);
+	EXPECT_EQ(populate_gen(fd, page * PAGE, 1), 1);
+	pthread_join(t->thread, NULL);
+	EXPECT_TRUE(holds(t->copy, page * PAGE, 1));
+}
+
+static void *wait_once(void *arg)
+{
+	struct runner *r = arg;
+	const struct gmemuf_fault *faults;
+
+	r->ret = gmemuf_handler_wait(r->h, r->queue, &faults, 0);
+	return NULL;
+}
+
+/*
+ * The thread that submitted a queue's fetch and stop poll exits, which
+ * cancels them: the next wait, on another thread, submits them again.
+ */
+TEST_F(lib, handler_queue_moves_to_another_thread)
+{
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler *h;
+	struct toucher t;
+	struct runner r;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	r = (struct runner){ .h = h, .queue = 0 };
+	pthread_create(&r.thread, NULL, wait_once, &r);
+	pthread_join(r.thread, NULL);
+	EXPECT_EQ(r.ret, 0);
+
+	touch_start(&t, self->mem + 30 * PAGE);
+	serve_one_fault(_metadata, h, self->fd, &t, 30);
+	gmemuf_handler_stop(h);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -ESHUTDOWN);
+	gmemuf_handler_destroy(h);
+}
+
+/* A fault fetched by a handler destroyed unresolved goes to the next one. */
+TEST_F(lib, handler_destroyed_faults_redelivered)
+{
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler *h;
+	struct toucher t;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	touch_start(&t, self->mem + 12 * PAGE);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, 12 * PAGE);
+	gmemuf_handler_destroy(h);
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	serve_one_fault(_metadata, h, self->fd, &t, 12);
+	gmemuf_handler_destroy(h);
+}
+
+/* Submit what @ring has, and copy to @c the one completion that comes. */
+static void submit_one(struct io_uring *ring, struct io_uring_cqe *c)
+{
+	struct io_uring_cqe *cqe;
+
+	c->res = -ENODATA;
+	if (io_uring_submit_and_wait(ring, 1) == 1 &&
+	    !io_uring_peek_cqe(ring, &cqe)) {
+		c->user_data = cqe->user_data;
+		c->res = cqe->res;
+		io_uring_cqe_seen(ring, cqe);
+	}
+}
+
+/* A VMM's own ring: prep, submit, decode; no library state. */
+TEST_F(lib, bring_your_own_ring)
+{
+	struct gmemuf_fault faults[64];
+	static char pages[8][GMEMUF_PAGE_SIZE];
+	struct io_uring_cqe *cqe, c, fake = { 0 };
+	struct io_uring_sqe *sqe;
+	struct toucher t[8];
+	unsigned int records = 0, done = 0;
+	struct io_uring ring;
+	int hfd, i, n;
+
+	hfd = gmemuf_handler_open(self->fd);
+	ASSERT_GE(hfd, 0);
+	ASSERT_EQ(io_uring_queue_init(16, &ring, 0), 0);
+	for (i = 0; i < 8; i++)
+		touch_start(&t[i], self->mem + (200 + i) * PAGE);
+
+	sqe = io_uring_get_sqe(&ring);
+	gmemuf_prep_fetch(sqe, hfd, faults, 64);
+	io_uring_sqe_set_data64(sqe, 1);
+	while (done < 8) {
+		ASSERT_GE(io_uring_submit_and_wait(&ring, 1), 0);
+		ASSERT_EQ(io_uring_peek_cqe(&ring, &cqe), 0);
+		if (io_uring_cqe_get_data64(cqe) == 1) {
+			n = gmemuf_fetch_result(cqe, 64);
+			ASSERT_GT(n, 0) TH_LOG("%s", gmemuf_strerror(n));
+			records += n;
+			for (i = 0; i < n; i++) {
+				uint64_t off = faults[i].offset;
+				int k = off / PAGE - 200;
+
+				ASSERT_TRUE(k >= 0 && k < 8);
+				fill(pages[k], off, 1);
+				sqe = io_uring_get_sqe(&ring);
+				gmemuf_prep_populate(sqe, self->fd, off,
+						     pages[k], 1);
+				io_uring_sqe_set_data64(sqe, 2);
+			}
+			if (records < 8) {
+				sqe = io_uring_get_sqe(&ring);
+				gmemuf_prep_fetch(sqe, hfd, faults, 64);
+				io_uring_sqe_set_data64(sqe, 1);
+			}
+		} else {
+			EXPECT_EQ(gmemuf_populate_result(cqe), 1);
+			done++;
+		}
+		io_uring_cqe_seen(&ring, cqe);
+	}
+	EXPECT_EQ(records, 8);
+	for (i = 0; i < 8; i++) {
+		pthread_join(t[i].thread, NULL);
+		EXPECT_TRUE(holds(t[i].copy, (200 + i) * PAGE, 1));
+	}
+
+	/* From 207, present: none. From 210 with 211 present: one. */
+	fill(pages[0], 210 * PAGE, 1);
+	fill(pages[1], 211 * PAGE, 1);
+	ASSERT_EQ(populate_gen(self->fd, 211 * PAGE, 2), 1);
+	gmemuf_prep_populate(io_uring_get_sqe(&ring), self->fd, 207 * PAGE,
+			     pages[0], 2);
+	submit_one(&ring, &c);
+	EXPECT_EQ(gmemuf_populate_result(&c), 0);
+	gmemuf_prep_populate(io_uring_get_sqe(&ring), self->fd, 210 * PAGE,
+			     pages[0], 2);
+	submit_one(&ring, &c);
+	EXPECT_EQ(gmemuf_populate_result(&c), 1);
+	EXPECT_TRUE(holds(self->mem + 210 * PAGE, 210 * PAGE, 1));
+	EXPECT_TRUE(holds(self->mem + 211 * PAGE, 211 * PAGE, 2));
+
+	/* A fetch sent to the guest_memfd rather than a handler file. */
+	gmemuf_prep_fetch(io_uring_get_sqe(&ring), self->fd, faults, 64);
+	submit_one(&ring, &c);
+	EXPECT_EQ(gmemuf_fetch_result(&c, 64), -EOPNOTSUPP);
+
+	fake.res = 5;
+	EXPECT_EQ(gmemuf_fetch_result(&fake, 4), -EPROTO);
+	fake.res = 0;
+	EXPECT_EQ(gmemuf_fetch_result(&fake, 4), -EPROTO);
+	fake.res = -ECANCELED;
+	EXPECT_EQ(gmemuf_fetch_result(&fake, 4), -ECANCELED);
+	fake.res = 4;
+	EXPECT_EQ(gmemuf_fetch_result(&fake, 4), 4);
+
+	io_uring_queue_exit(&ring);
+	close(hfd);
+}
+
+/* What the prefetch callback was asked for. */
+struct source {
+	uint64_t asked[NPAGES];
+	unsigned int nr_asked;
+	unsigned int max_batch;
+	unsigned int calls;
+	int fail_after;		/* calls, or -1 */
+};
+
+static int give_pages(void *arg, const uint64_t *offsets, unsigned int nr,
+		      void *buf)
+{
+	struct source *src = arg;
+	unsigned int i;
+
+	if (src->fail_after >= 0 && src->calls >= (unsigned int)src->fail_after)
+		return -EIO;
+	src->calls++;
+	if (nr > src->max_batch)
+		src->max_batch = nr;
+	for (i = 0; i < nr; i++) {
+		src->asked[src->nr_asked++ % NPAGES] = offsets[i];
+		fill((char *)buf + i * PAGE, offsets[i], 1);
+	}
+	return 0;
+}
+
+TEST_F(lib, prefetch_in_order_skipping_present)
+{
+	static struct source src = { .fail_after = -1 };
+	uint64_t order[40];
+	unsigned int i, k = 0;
+
+	/* Every other page of 0..79, backwards; 10..19 present already. */
+	for (i = 0; i < 40; i++)
+		order[i] = (78 - 2 * i) * PAGE;
+	ASSERT_EQ(gmemuf_zero(self->fd, 10 * PAGE, 10 * PAGE), 10);
+
+	EXPECT_EQ(gmemuf_prefetch(self->fd, order, 40, 4, give_pages, &src),
+		  35);
+	EXPECT_EQ(src.nr_asked, 35);
+	EXPECT_LE(src.max_batch, 4);
+	for (i = 0; i < 40; i++) {
+		uint64_t off = order[i];
+
+		if (off >= 10 * PAGE && off < 20 * PAGE) {
+			EXPECT_TRUE(all_zero(self->mem + off));
+			continue;
+		}
+		EXPECT_EQ(src.asked[k++], off);
+		EXPECT_TRUE(holds(self->mem + off, off, 1));
+	}
+	/* Nothing left to ask for. */
+	EXPECT_EQ(gmemuf_prefetch(self->fd, order, 40, 4, give_pages, &src),
+		  0);
+	EXPECT_EQ(src.nr_asked, 35);
+
+	/* Errors: the callback's stops it after what was done. */
+	src = (struct source){ .fail_after = 1 };
+	order[0] = 100 * PAGE;
+	order[1] = 101 * PAGE;
+	EXPECT_EQ(gmemuf_prefetch(self->fd, order, 2, 1, give_pages, &src),
+		  -EIO);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 100 * PAGE, 2 * PAGE), 1);
+	order[0] = 100 * PAGE + 1;
+	EXPECT_EQ(gmemuf_prefetch(self->fd, order, 1, 0, give_pages, &src),
+		  -EINVAL);
+	EXPECT_EQ(gmemuf_prefetch(self->fd, order, 1, GMEMUF_FETCH_MAX + 1,
+				  give_pages, &src), -EINVAL);
+}
+
+/* A handler that populates synchronously, counting what it installed. */
+static int serve_counting(struct gmemuf_handler *h, unsigned int queue,
+			  const struct gmemuf_fault *faults, unsigned int nr,
+			  void *arg)
+{
+	struct served *s = arg;
+	char buf[GMEMUF_PAGE_SIZE];
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < nr; i++) {
+		fill(buf, faults[i].offset, 1);
+		ret = gmemuf_populate(s->fd, faults[i].offset, buf);
+		if (ret < 0)
+			return ret;
+		s->faults += ret;
+	}
+	return 0;
+}
+
+static void *serve_counting_fn(void *arg)
+{
+	struct runner *r = arg;
+
+	r->ret = gmemuf_handler_run(r->h, r->queue, serve_counting, r->arg);
+	return NULL;
+}
+
+/*
+ * Prefetch of the whole file while threads fault on pages of it: every
+ * page is installed once, by one or the other, and neither fails.
+ */
+TEST_F(lib, prefetch_alongside_demand_faults)
+{
+	static struct source src = { .fail_after = -1 };
+	static uint64_t order[NPAGES];
+	static struct toucher t[64];
+	struct gmemuf_handler *h;
+	struct served s = { .fd = self->fd };
+	struct timespec t0;
+	struct runner r;
+	int64_t prefetched;
+	int i;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	r = (struct runner){ .h = h, .queue = 0, .arg = &s };
+	pthread_create(&r.thread, NULL, serve_counting_fn, &r);
+	/* Faults where the prefetch ends; the prefetch goes from the start. */
+	for (i = 0; i < 64; i++)
+		touch_start(&t[i], self->mem + (NPAGES - 1 - 5 * i) * PAGE);
+	for (i = 0; i < NPAGES; i++)
+		order[i] = i * PAGE;
+	/* Some faults served before the race starts, so that both count. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (s.faults < 8 && elapsed_ms(&t0) < 20000)
+		usleep(1000);
+	prefetched = gmemuf_prefetch(self->fd, order, NPAGES, 16, give_pages,
+				     &src);
+	for (i = 0; i < 64; i++) {
+		pthread_join(t[i].thread, NULL);
+		EXPECT_TRUE(holds(t[i].copy, (NPAGES - 1 - 5 * i) * PAGE, 1));
+	}
+	gmemuf_handler_stop(h);
+	pthread_join(r.thread, NULL);
+	EXPECT_EQ(r.ret, 0);
+	gmemuf_handler_destroy(h);
+
+	ASSERT_GE(prefetched, 0) TH_LOG("%s", gmemuf_strerror(prefetched));
+	EXPECT_EQ(prefetched + s.faults, NPAGES);
+	EXPECT_GT(s.faults, 0);
+	EXPECT_GE(src.nr_asked, prefetched);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), 0);
+	for (i = 0; i < NPAGES; i++)
+		EXPECT_TRUE(holds(self->mem + i * PAGE, i * PAGE, 1))
+			TH_LOG("page %d", i);
+}
+
+TEST_HARNESS_MAIN
