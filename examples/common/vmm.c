@@ -270,10 +270,10 @@ void vmm_run(struct vmm *vm, struct vmm_exit *exit)
 		}
 		/*
 		 * A vCPU touching a missing page in the exit mode, or with a
-		 * kernel whose vCPUs cannot wait yet: KVM_RUN fails with EFAULT
-		 * and says where.
+		 * kernel whose vCPUs cannot wait: KVM_RUN fails with EFAULT
+		 * (EAGAIN where the architecture has no wait) and says where.
 		 */
-		if (errno == EFAULT &&
+		if ((errno == EFAULT || errno == EAGAIN) &&
 		    run->exit_reason == KVM_EXIT_MEMORY_FAULT) {
 			exit->kind = VMM_EXIT_MISSING;
 			exit->gpa = run->memory_fault.gpa;
