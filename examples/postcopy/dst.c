@@ -15,7 +15,7 @@
  *  - the demand receiver: populates the pages the source sends back;
  *  - the prefetcher: populates every page still missing, in order, with
  *    gmemuf_prefetch(), asking the source for them in batches;
- *  - progress: a line a second.
+ *  - progress: a line every --interval ms (2 s).
  *
  * With a kernel whose vCPUs wait for missing pages (GMEMUF_FEATURE_VCPU_WAIT,
  * the default mode), KVM_RUN just continues once the handler's page has
@@ -333,7 +333,7 @@ int main(int argc, char **argv)
 		.send_lock = PTHREAD_MUTEX_INITIALIZER,
 		.lock = PTHREAD_MUTEX_INITIALIZER,
 		.arrived = PTHREAD_COND_INITIALIZER,
-		.interval_ms = 1000,
+		.interval_ms = 2000,
 	};
 	pthread_t handler, receiver, prefetch, reporter;
 	const char *addr = "127.0.0.1";
@@ -415,20 +415,22 @@ int main(int argc, char **argv)
 
 	ok = sum == hdr.checksum && !missing;
 	printf("dst: ---- post-copy summary ----\n");
-	printf("dst: memory       %llu MiB, %llu pages, all missing at the start; %llu missing at the end\n",
+	printf("dst: pages        %llu (%llu MiB), all missing at the start, %llu at the end\n",
+	       (unsigned long long)d.npages,
 	       (unsigned long long)(hdr.mem_size / MiB),
-	       (unsigned long long)d.npages, (unsigned long long)missing);
-	printf("dst: demand       %llu faults (%llu records fetched by the handler, %llu vCPU exits); %llu pages populated, wait avg %.1f ms, max %.1f ms\n",
+	       (unsigned long long)missing);
+	printf("dst: demand       %llu faults: %llu handler records, %llu vCPU exits; wait avg %.1f ms, max %.1f ms\n",
 	       (unsigned long long)d.demanded,
 	       (unsigned long long)d.records,
 	       (unsigned long long)d.vcpu_exits,
-	       (unsigned long long)d.demand_pages,
 	       d.demand_pages ? d.wait_sum / d.demand_pages * 1e3 : 0.0,
 	       d.wait_max * 1e3);
-	printf("dst: prefetched   %llu pages in the background\n",
-	       (unsigned long long)d.prefetched);
-	printf("dst: time         guest done after %.1f s, all memory after %.1f s, %.1f MB/s\n",
-	       guest_time, total, d.bytes / total / 1e6);
+	printf("dst: prefetched   %llu pages in the background, %llu came on demand\n",
+	       (unsigned long long)d.prefetched,
+	       (unsigned long long)d.demand_pages);
+	printf("dst: time         guest done after %.1f s, all memory after %.1f s\n",
+	       guest_time, total);
+	printf("dst: throughput   %.1f MB/s\n", d.bytes / total / 1e6);
 	printf("dst: checksum     guest 0x%016llx, source 0x%016llx: %s\n",
 	       (unsigned long long)sum, (unsigned long long)hdr.checksum,
 	       sum == hdr.checksum ? "match" : "MISMATCH");
