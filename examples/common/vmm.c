@@ -76,10 +76,12 @@ static int create_gmem(struct vmm *vm, uint64_t gmem_flags, unsigned int flags)
 	}
 
 	if (gmemuf_probe(vm->vm, &features) != 1)
-		errx(1, "this kernel has no guest_memfd userfault for this VM type");
+		errx(VMM_UNSUPPORTED,
+		     "this kernel has no guest_memfd userfault for this VM type");
 	if (flags & VMM_USERFAULT_EXIT) {
 		if (!(features & GMEMUF_FEATURE_VCPU_EXIT))
-			errx(1, "this kernel has no userfault exit mode");
+			errx(VMM_UNSUPPORTED,
+			     "this kernel has no userfault exit mode");
 		gmem_flags |= GUEST_MEMFD_FLAG_USERFAULT_EXIT;
 	}
 	fd = gmemuf_create(vm->vm, vm->mem_size, gmem_flags);

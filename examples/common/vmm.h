@@ -45,6 +45,12 @@ struct vmm_state {
 #define VMM_USERFAULT		(1U << 0)	/* every page starts missing */
 #define VMM_USERFAULT_EXIT	(1U << 1)	/* vCPU faults exit KVM_RUN */
 
+/*
+ * The exit status of a program whose kernel lacks what vmm_create() was
+ * asked for: kselftest's "skip", as the test harness reads it.
+ */
+#define VMM_UNSUPPORTED		4
+
 /* Why vmm_run() returned. */
 enum vmm_exit_kind {
 	VMM_EXIT_REPORT,	/* the guest reported: report, value */

@@ -25,6 +25,7 @@
 
 #include "netns.h"
 #include "util.h"
+#include "vmm.h"
 
 #define SRC_ADDR	"10.77.0.1"
 #define DST_ADDR	"10.77.0.2"
@@ -55,6 +56,7 @@ static pid_t spawn(int ns, const char *prog, char *const args[])
 
 #define SRC_FAILED	1
 #define DST_FAILED	2
+#define DST_UNSUPPORTED	4
 
 /*
  * Wait for both; returns which failed. A destination that fails or ends
@@ -74,6 +76,11 @@ static int wait_both(pid_t src, pid_t dst)
 		name = pid == src ? "postcopy-src" : "postcopy-dst";
 		if (WIFEXITED(status) && !WEXITSTATUS(status))
 			continue;
+		if (pid == dst && WIFEXITED(status) &&
+		    WEXITSTATUS(status) == VMM_UNSUPPORTED) {
+			failed |= DST_UNSUPPORTED;
+			continue;
+		}
 		if (WIFSIGNALED(status))
 			printf("demo: %s killed by signal %d\n", name,
 			       WTERMSIG(status));
@@ -148,6 +155,10 @@ int main(int argc, char **argv)
 	failed = wait_both(src, dst);
 	close(ns_src);
 	close(ns_dst);
+	if (failed == DST_UNSUPPORTED) {
+		printf("demo: skipped: the kernel lacks what the destination needs\n");
+		return VMM_UNSUPPORTED;
+	}
 	if (want)
 		printf("demo: a corrupted page was sent; the destination %s\n",
 		       failed == want ? "caught it, as it must" : "did NOT fail");
