@@ -44,7 +44,7 @@ help:
 	@echo 'make tests           build every test as a static binary'
 	@echo 'make check           host-side tests, then every test in the VM'
 	@echo '                     (T=name runs only matching tests)'
-	@echo 'make demo            boot the VM and run the demo'
+	@echo 'make demo            boot the VM and run the post-copy demo'
 	@echo 'make shell           boot the VM with a shell, tests in /tests'
 	@echo 'make patches         write the kernel series to $(O)/patches'
 	@echo 'make checkpatch      run checkpatch.pl --strict on the series'
@@ -79,11 +79,18 @@ tests: headers
 	@$(MAKE) --no-print-directory -f selftests/Makefile O=$(O) \
 		HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
 	@$(LIBMK) tests HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
+	@$(MAKE) --no-print-directory -f examples/Makefile O=$(O) \
+		HDR=$$(cat $(O)/headers.path)
+
+# The examples' programs that the run list does not name: its entries
+# start them. /tests/demo is what gmemuf.mode=demo runs.
+EXAMPLE_BINS := postcopy-src postcopy-dst snapshot-vm snapshot-handler demo
 
 # Every binary the run list names, from $(O)/tests.
 initramfs: tests
 	@scripts/initramfs.sh $(O)/initramfs.cpio.gz $(RUN_LIST) \
-		$$(awk '!/^#/ && NF { print "$(O)/tests/" $$3 }' $(RUN_LIST) | sort -u)
+		$$(awk '!/^#/ && NF { print "$(O)/tests/" $$3 }' $(RUN_LIST) | sort -u) \
+		$(addprefix $(O)/tests/,$(EXAMPLE_BINS))
 	@echo "  INITRD  $(O)/initramfs.cpio.gz"
 
 check: check-host check-harness check-vm
@@ -104,12 +111,11 @@ check-vm: kernel initramfs
 		--logs $(O)/logs --timeout $(VM_TIMEOUT) \
 		--timeout-scale $(TIMEOUT_SCALE) $(if $(T),--only $(T))
 
-# Until the post-copy demo exists, the demo is the canaries: KVM runs guest
-# code from guest_memfd memory inside the test VM.
+# The post-copy demo (examples/postcopy), as /tests/demo in the VM.
 demo: kernel initramfs
 	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
-		--logs $(O)/logs --timeout $(VM_TIMEOUT) --only canary
+		--logs $(O)/logs --timeout $(VM_TIMEOUT) --mode demo
 
 shell: kernel initramfs
 	qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 2G -nographic -no-reboot \

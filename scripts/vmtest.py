@@ -248,6 +248,8 @@ def run(args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def pump():
+        # The demo's own output, not the firmware's before it.
+        demo_begun = False
         with open(console_log, "wb") as log:
             for raw in proc.stdout:
                 log.write(raw)
@@ -256,8 +258,11 @@ def run(args):
                 m = PRINTK.search(line)
                 text = m.group(1) if m else ""
                 e = KMSG_END.search(text)
+                if "gmemuf: demo begin" in text:
+                    demo_begun = True
                 if args.mode == "demo" and not m:
-                    print(line, flush=True)
+                    if demo_begun:
+                        print(line, flush=True)
                 elif e and e.group(2):
                     st = {"0": "ok", "4": "skip"}.get(e.group(2),
                                                       "status " + e.group(2))
