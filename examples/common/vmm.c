@@ -271,12 +271,18 @@ void vmm_run(struct vmm *vm, struct vmm_exit *exit)
 			return;
 		}
 		/*
-		 * A vCPU touching a missing page in the exit mode, or with a
-		 * kernel whose vCPUs cannot wait: KVM_RUN fails with EFAULT
-		 * (EAGAIN where the architecture has no wait) and says where.
+		 * A vCPU touching a missing page in the exit mode: KVM_RUN
+		 * fails with EFAULT and a memory fault flagged as a userfault.
+		 * Any other memory fault (a private/shared mismatch, say) is
+		 * not ours to fix: entering again would exit again, forever.
 		 */
-		if ((errno == EFAULT || errno == EAGAIN) &&
+		if (errno == EFAULT &&
 		    run->exit_reason == KVM_EXIT_MEMORY_FAULT) {
+			if (!(run->memory_fault.flags &
+			      KVM_MEMORY_EXIT_FLAG_USERFAULT))
+				errx(1, "KVM_RUN: memory fault at 0x%llx (flags 0x%llx) that is not a missing page",
+				     (unsigned long long)run->memory_fault.gpa,
+				     (unsigned long long)run->memory_fault.flags);
 			exit->kind = VMM_EXIT_MISSING;
 			exit->gpa = run->memory_fault.gpa;
 			exit->size = run->memory_fault.size;

@@ -59,37 +59,41 @@ static pid_t spawn(int ns, const char *prog, char *const args[])
 #define DST_UNSUPPORTED	4
 
 /*
- * Wait for both; returns which failed. A destination that fails or ends
- * closes its connections, and the source ends too; a source that fails
- * may leave the destination trying to connect: kill it.
+ * Wait for both; returns which failed. The first to fail takes the other
+ * down: a source that fails may leave the destination trying to connect,
+ * and a destination that fails before the source accepted both of its
+ * connections leaves the source in accept() for ever.
  */
 static int wait_both(pid_t src, pid_t dst)
 {
 	int status, left, failed = 0;
+	pid_t pid, killed = 0;
 	const char *name;
-	pid_t pid;
 
 	for (left = 2; left; left--) {
 		pid = wait(&status);
 		if (pid < 0)
 			err(1, "wait");
 		name = pid == src ? "postcopy-src" : "postcopy-dst";
-		if (WIFEXITED(status) && !WEXITSTATUS(status))
+		if ((WIFEXITED(status) && !WEXITSTATUS(status)) ||
+		    pid == killed)
 			continue;
 		if (pid == dst && WIFEXITED(status) &&
 		    WEXITSTATUS(status) == VMM_UNSUPPORTED) {
 			failed |= DST_UNSUPPORTED;
-			continue;
+		} else {
+			if (WIFSIGNALED(status))
+				printf("demo: %s killed by signal %d\n", name,
+				       WTERMSIG(status));
+			else
+				printf("demo: %s failed, exit status %d\n",
+				       name, WEXITSTATUS(status));
+			failed |= pid == src ? SRC_FAILED : DST_FAILED;
 		}
-		if (WIFSIGNALED(status))
-			printf("demo: %s killed by signal %d\n", name,
-			       WTERMSIG(status));
-		else
-			printf("demo: %s failed, exit status %d\n", name,
-			       WEXITSTATUS(status));
-		failed |= pid == src ? SRC_FAILED : DST_FAILED;
-		if (pid == src && left == 2)
-			kill(dst, SIGKILL);
+		if (left == 2) {
+			killed = pid == src ? dst : src;
+			kill(killed, SIGKILL);
+		}
 	}
 	return failed;
 }

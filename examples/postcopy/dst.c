@@ -163,6 +163,9 @@ static void *demand_receiver(void *arg)
 		pthread_cond_broadcast(&d->arrived);
 		pthread_mutex_unlock(&d->lock);
 	}
+	/* A vCPU may wait for a page asked for: the source must not go first. */
+	if (!__atomic_load_n(&d->done, __ATOMIC_ACQUIRE))
+		errx(1, "the source closed the demand connection before the end");
 	return NULL;
 }
 

@@ -120,8 +120,9 @@ static void *serve_prefetch(void *arg)
 		if (!b.nr || b.nr > WIRE_BATCH_MAX)
 			errx(1, "bad prefetch batch of %llu pages",
 			     (unsigned long long)b.nr);
-		read_full(src->prefetch, b.offsets, b.nr * sizeof(b.offsets[0]),
-			  "prefetch batch");
+		if (!read_full(src->prefetch, b.offsets,
+			       b.nr * sizeof(b.offsets[0]), "prefetch batch"))
+			errx(1, "read prefetch batch: end of file after its size");
 		for (i = 0; i < b.nr; i++) {
 			check_offset(src, b.offsets[i]);
 			write_full(src->prefetch,

@@ -389,7 +389,8 @@ static inline int gmemuf_populate_result(const struct io_uring_cqe *cqe)
  * callback, or with a loop of gmemuf_handler_wait() that the caller drives.
  * Keep a queue on one thread: the kernel completes a fetch in the context
  * of the thread that submitted it, and cancels it when that thread exits
- * (the library then submits it again, and its faults are not lost). Faults are resolved with gmemuf_handler_populate(), which queues
+ * (the library then submits it again, and its faults are not lost).
+ * Faults are resolved with gmemuf_handler_populate(), which queues
  * the populate on the queue's ring, to be submitted together with the next
  * fetch; or by any other populate call, from any thread.
  */
@@ -425,8 +426,10 @@ int gmemuf_handler_create(int fd, const struct gmemuf_handler_params *params,
  * @handler: the handler, or NULL.
  *
  * Faults it fetched and that are still missing go to another handler, or
- * to the next one attached. Populates it queued and never submitted are
- * dropped: their faults go elsewhere too.
+ * to the next one attached. It waits for the populates already submitted,
+ * which read their pages until they complete; populates queued and never
+ * submitted are dropped: their faults go elsewhere too. A stopped handler
+ * still takes new faults until it is destroyed: destroy it promptly.
  *
  * Thread-safety: not with any other call on @handler: stop it and join the
  * threads that serve it first.
@@ -437,8 +440,8 @@ void gmemuf_handler_destroy(struct gmemuf_handler *handler);
  * gmemuf_handler_wait() - submit queued populates and wait for faults
  * @handler: the handler.
  * @queue: which of its queues, below nr_queues.
- * @faults: set to the records fetched, valid until the next call on
- *	@queue.
+ * @faults: set to the records fetched, valid until the next
+ *	gmemuf_handler_wait() on @queue.
  * @timeout_ms: how long to wait for faults: -1 for ever, 0 not at all.
  *
  * Submits the populates queued on @queue and the queue's fetch, in one
@@ -448,8 +451,7 @@ void gmemuf_handler_destroy(struct gmemuf_handler *handler);
  *
  * A queued populate that failed (for another reason than the page being
  * present) makes it return that error once; its fault is returned again by
- * the next call, with flags 0, so that it is not lost (up to queue_depth
- * of them between two returns of faults).
+ * the next call, with flags 0, so that it is not lost, however many failed.
  *
  * Return: the number of records at *@faults (1 or more), 0 if none came in
  * @timeout_ms, or a negative errno: -ESHUTDOWN (gmemuf_handler_stop() was
@@ -473,7 +475,9 @@ int gmemuf_handler_wait(struct gmemuf_handler *handler, unsigned int queue,
  * the ring is full). A page present already is not an error.
  *
  * Return: 0, or a negative errno: -EINVAL (@queue out of range, @offset not
- * aligned), or the error of submitting a full ring.
+ * aligned), -ENOMEM (no room to keep the fault should the populate fail),
+ * or the error of submitting a full ring. On an error nothing is queued:
+ * the fault is still the caller's to resolve.
  *
  * Thread-safety: from the thread that serves @queue.
  */

@@ -246,7 +246,8 @@ const char *gmemuf_strerror(int err)
 {
 	const char *s;
 
-	if (err < 0)
+	/* -INT_MIN does not fit in an int; it is no errno anyway. */
+	if (err < 0 && err != INT_MIN)
 		err = -err;
 	switch (err) {
 	case 0:

@@ -41,6 +41,7 @@ struct queue {
 	struct gmemuf_fault *out;	/* what gmemuf_handler_wait() returns */
 	uint64_t *retry;		/* pages whose populate failed */
 	unsigned int nr_retry;
+	unsigned int retry_cap;		/* of retry[]; out[] has batch more */
 	int error;			/* the first populate error not reported */
 };
 
@@ -78,10 +79,25 @@ static int check_params(const struct gmemuf_handler_params *p,
 	return 0;
 }
 
-static void queue_free(struct queue *q)
+static void reap(struct gmemuf_handler *h, struct queue *q);
+
+static void queue_free(struct gmemuf_handler *h, struct queue *q)
 {
+	int ret;
+
 	if (!q)
 		return;
+	/*
+	 * Populates run in io-wq and read the caller's pages until they
+	 * complete, which closing the ring does not wait for: wait for them
+	 * here. They never wait for faults, so this is bounded.
+	 */
+	while (q->ring_ready && q->inflight) {
+		ret = io_uring_submit_and_wait(&q->ring, 1);
+		if (ret < 0 && ret != -EINTR)
+			break;
+		reap(h, q);
+	}
 	/* The ring first: it holds the handler file while a fetch is parked. */
 	if (q->ring_ready)
 		io_uring_queue_exit(&q->ring);
@@ -103,8 +119,9 @@ static int queue_new(struct gmemuf_handler *h, struct queue **qp)
 		return -ENOMEM;
 	q->hfd = -1;
 	q->fetched = calloc(h->batch, sizeof(*q->fetched));
-	q->out = calloc(h->batch + h->depth, sizeof(*q->out));
-	q->retry = calloc(h->depth, sizeof(*q->retry));
+	q->retry_cap = h->depth;
+	q->out = calloc(h->batch + q->retry_cap, sizeof(*q->out));
+	q->retry = calloc(q->retry_cap, sizeof(*q->retry));
 	if (!q->fetched || !q->out || !q->retry)
 		return -ENOMEM;
 	q->hfd = gmemuf_handler_open(h->fd);
@@ -125,7 +142,7 @@ void gmemuf_handler_destroy(struct gmemuf_handler *h)
 	if (!h)
 		return;
 	for (i = 0; i < h->nr_queues; i++)
-		queue_free(h->q[i]);
+		queue_free(h, h->q[i]);
 	if (h->stop_fd >= 0)
 		close(h->stop_fd);
 	free(h);
@@ -195,9 +212,11 @@ static void complete(struct gmemuf_handler *h, struct queue *q,
 		q->inflight--;
 		if (res == -EEXIST || res == (int)GMEMUF_PAGE_SIZE)
 			break;
-		/* Still missing, and its fault is this handler's: say it again. */
-		if (q->nr_retry < h->depth)
-			q->retry[q->nr_retry++] = data & ~TAG_MASK;
+		/*
+		 * Still missing, and its fault is this handler's: say it again.
+		 * gmemuf_handler_populate() made room for it.
+		 */
+		q->retry[q->nr_retry++] = data & ~TAG_MASK;
 		if (!q->error)
 			q->error = res < 0 ? res : -EIO;
 		break;
@@ -249,7 +268,8 @@ static int arm(struct gmemuf_handler *h, struct queue *q)
 	struct io_uring_sqe *sqe;
 	int ret;
 
-	if (!q->stop_armed) {
+	/* Once stopped, the poll would complete at once, again and again. */
+	if (!q->stop_armed && !atomic_load(&h->stopped)) {
 		ret = get_sqe(q, &sqe);
 		if (ret)
 			return ret;
@@ -362,6 +382,31 @@ int gmemuf_handler_wait(struct gmemuf_handler *h, unsigned int queue,
 	}
 }
 
+/*
+ * Room in retry[] (and out[]) for every populate in flight and one more to
+ * fail, so that no failed populate's fault is ever dropped.
+ */
+static int reserve_retry(struct gmemuf_handler *h, struct queue *q)
+{
+	unsigned int need = q->nr_retry + q->inflight + 1, cap;
+	struct gmemuf_fault *out;
+	uint64_t *retry;
+
+	if (need <= q->retry_cap)
+		return 0;
+	cap = q->retry_cap * 2 > need ? q->retry_cap * 2 : need;
+	retry = realloc(q->retry, cap * sizeof(*retry));
+	if (!retry)
+		return -ENOMEM;
+	q->retry = retry;
+	out = realloc(q->out, (h->batch + cap) * sizeof(*out));
+	if (!out)
+		return -ENOMEM;
+	q->out = out;
+	q->retry_cap = cap;
+	return 0;
+}
+
 int gmemuf_handler_populate(struct gmemuf_handler *h, unsigned int queue,
 			    uint64_t offset, const void *page)
 {
@@ -379,6 +424,9 @@ int gmemuf_handler_populate(struct gmemuf_handler *h, unsigned int queue,
 			return ret;
 		reap(h, q);
 	}
+	ret = reserve_retry(h, q);
+	if (ret)
+		return ret;
 	ret = get_sqe(q, &sqe);
 	if (ret)
 		return ret;

@@ -645,6 +645,32 @@ TEST_F(lib, handler_wait_loop)
 	gmemuf_handler_destroy(h);
 }
 
+/* More populates fail than the ring is deep: each fault comes back. */
+TEST_F(lib, handler_failed_populates_beyond_depth)
+{
+	struct gmemuf_handler_params p = { .queue_depth = 4 };
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler *h;
+	unsigned int seen = 0;
+	int i, n;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	for (i = 0; i < 10; i++)
+		ASSERT_EQ(gmemuf_handler_populate(h, 0, (20 + i) * PAGE, NULL),
+			  0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -EFAULT);
+	n = gmemuf_handler_wait(h, 0, &faults, 10000);
+	ASSERT_EQ(n, 10);
+	/* In the order the populates completed, which io-wq chooses. */
+	for (i = 0; i < n; i++) {
+		EXPECT_EQ(faults[i].flags, 0);
+		seen |= 1u << (faults[i].offset / PAGE - 20);
+	}
+	EXPECT_EQ(seen, 0x3ffu);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 20 * PAGE, 10 * PAGE), 10);
+	gmemuf_handler_destroy(h);
+}
+
 /* The next batch of @h is the fault of @t on @page: populate it, check @t. */
 static void serve_one_fault(struct __test_metadata *_metadata,
 			    struct gmemuf_handler *h, int fd,
