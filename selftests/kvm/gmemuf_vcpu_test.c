@@ -1097,9 +1097,11 @@ TEST_F_TIMEOUT(vcpu, conversion_while_waiting, UF_TIMEOUT)
 	close(fd);
 }
 
+/* KVM_PRE_FAULT_MEMORY of [UF_GPA, UF_GPA + @size) in a thread. */
 struct pre_fault {
 	struct kvm_vcpu *vcpu;
 	struct kvm_pre_fault_memory range;
+	pthread_t thread;
 	int r, err;
 };
 
@@ -1112,10 +1114,33 @@ static void *pre_fault_thread(void *arg)
 	return NULL;
 }
 
+static void pre_fault_start(struct pre_fault *pf, struct kvm_vcpu *vcpu,
+			    u64 size)
+{
+	memset(pf, 0, sizeof(*pf));
+	pf->vcpu = vcpu;
+	pf->range.gpa = UF_GPA;
+	pf->range.size = size;
+	TEST_ASSERT(!pthread_create(&pf->thread, NULL, pre_fault_thread, pf),
+		    "pthread_create failed");
+}
+
+/* The ioctl returned, within VCPU_JOIN_S: it does not spin or hang. */
+static void pre_fault_join(struct pre_fault *pf)
+{
+	int i, r = pthread_tryjoin_np(pf->thread, NULL);
+
+	for (i = 0; r && i < VCPU_JOIN_S * 10; i++) {
+		usleep(100000);
+		r = pthread_tryjoin_np(pf->thread, NULL);
+	}
+	TEST_ASSERT(!r, "KVM_PRE_FAULT_MEMORY still runs %d s after its pages were populated",
+		    VCPU_JOIN_S);
+}
+
 TEST_F_TIMEOUT(vcpu, pre_fault_memory_waits, UF_TIMEOUT)
 {
-	struct pre_fault pf = {};
-	pthread_t thread;
+	struct pre_fault pf;
 	struct small_vm s;
 	int p;
 
@@ -1123,16 +1148,12 @@ TEST_F_TIMEOUT(vcpu, pre_fault_memory_waits, UF_TIMEOUT)
 		SKIP(return, "KVM_PRE_FAULT_MEMORY is not supported");
 
 	small_vm_create(&s, guest_read_words, 1, 1);
-	pf.vcpu = s.vcpu;
-	pf.range.gpa = UF_GPA;
-	pf.range.size = 2 * PAGE_SIZE;
-	TEST_ASSERT(!pthread_create(&thread, NULL, pre_fault_thread, &pf),
-		    "pthread_create failed");
+	pre_fault_start(&pf, s.vcpu, 2 * PAGE_SIZE);
 	for (p = 0; p < 2; p++) {
 		expect_one_record(&s.h, p * PAGE_SIZE, false);
 		TEST_ASSERT_EQ(populate(s.fd, p * PAGE_SIZE), 0);
 	}
-	pthread_join(thread, NULL);
+	pre_fault_join(&pf);
 	TEST_ASSERT(!pf.r && !pf.range.size,
 		    "KVM_PRE_FAULT_MEMORY returned %d, errno %d, %llu bytes left",
 		    pf.r, pf.err, pf.range.size);
@@ -1147,32 +1168,20 @@ TEST_F_TIMEOUT(vcpu, pre_fault_memory_waits, UF_TIMEOUT)
  */
 TEST_F_TIMEOUT(vcpu, pre_fault_memory_memslot_deleted, UF_TIMEOUT)
 {
-	struct pre_fault pf = {};
-	pthread_t thread;
+	struct pre_fault pf;
 	struct small_vm s;
-	int r;
 
 	if (!kvm_has_cap(KVM_CAP_PRE_FAULT_MEMORY))
 		SKIP(return, "KVM_PRE_FAULT_MEMORY is not supported");
 
 	small_vm_create(&s, guest_read_words, 1, 1);
-	pf.vcpu = s.vcpu;
-	pf.range.gpa = UF_GPA;
-	pf.range.size = PAGE_SIZE;
-	TEST_ASSERT(!pthread_create(&thread, NULL, pre_fault_thread, &pf),
-		    "pthread_create failed");
+	pre_fault_start(&pf, s.vcpu, PAGE_SIZE);
 	expect_one_record(&s.h, 0, false);
 
 	vm_set_user_memory_region2(s.vm, UF_SLOT, KVM_MEM_GUEST_MEMFD, UF_GPA,
 				   0, NULL, s.fd, 0);
 	TEST_ASSERT_EQ(populate(s.fd, 0), 0);
-	r = pthread_tryjoin_np(thread, NULL);
-	for (int i = 0; r && i < VCPU_JOIN_S * 10; i++) {
-		usleep(100000);
-		r = pthread_tryjoin_np(thread, NULL);
-	}
-	TEST_ASSERT(!r, "KVM_PRE_FAULT_MEMORY still runs %d s after its page was populated",
-		    VCPU_JOIN_S);
+	pre_fault_join(&pf);
 	TEST_ASSERT(pf.r == -1 && pf.err == EAGAIN,
 		    "KVM_PRE_FAULT_MEMORY returned %d, errno %d; wanted EAGAIN",
 		    pf.r, pf.err);
