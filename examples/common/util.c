@@ -71,7 +71,7 @@ void write_full(int fd, const void *buf, size_t len, const char *what)
 	}
 }
 
-void send_fd(int sock, int fd, const void *msg, size_t len)
+int send_fd(int sock, int fd, const void *msg, size_t len)
 {
 	union {
 		struct cmsghdr hdr;
@@ -90,8 +90,10 @@ void send_fd(int sock, int fd, const void *msg, size_t len)
 	cmsg->cmsg_type = SCM_RIGHTS;
 	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+	/* A datagram-like whole: a stream socket takes it in one go or not. */
 	if (sendmsg(sock, &mh, MSG_NOSIGNAL) != (ssize_t)len)
-		err(1, "sendmsg(SCM_RIGHTS)");
+		return -errno;
+	return 0;
 }
 
 int recv_fd(int sock, void *msg, size_t len)
@@ -111,13 +113,17 @@ int recv_fd(int sock, void *msg, size_t len)
 	ssize_t n;
 	int fd;
 
-	n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	do {
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		err(1, "recvmsg(SCM_RIGHTS)");
 	if (!n)
 		return -1;
 	cmsg = CMSG_FIRSTHDR(&mh);
-	if (n != (ssize_t)len || !cmsg || cmsg->cmsg_type != SCM_RIGHTS ||
+	if (n != (ssize_t)len || (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) ||
+	    !cmsg || cmsg->cmsg_level != SOL_SOCKET ||
+	    cmsg->cmsg_type != SCM_RIGHTS ||
 	    cmsg->cmsg_len != CMSG_LEN(sizeof(int)))
 		errx(1, "recvmsg: expected %zu bytes and one fd", len);
 	memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));

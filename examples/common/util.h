@@ -16,8 +16,8 @@ void sleep_until(double t);
 bool read_full(int fd, void *buf, size_t len, const char *what);
 void write_full(int fd, const void *buf, size_t len, const char *what);
 
-/* Pass a file descriptor and a small message over a UNIX socket. */
-void send_fd(int sock, int fd, const void *msg, size_t len);
+/* Pass a file descriptor and a small message over a UNIX socket: 0 or -errno. */
+int send_fd(int sock, int fd, const void *msg, size_t len);
 /* The fd received with the message, or -1 at end of file. */
 int recv_fd(int sock, void *msg, size_t len);
 

@@ -79,7 +79,7 @@ static void *accept_handlers(void *arg)
 		.magic = SNAPSHOT_MAGIC,
 		.mem_size = r->vm.mem_size,
 	};
-	int conn;
+	int conn, ret;
 
 	for (;;) {
 		conn = accept4(r->listener, NULL, NULL, SOCK_CLOEXEC);
@@ -87,10 +87,18 @@ static void *accept_handlers(void *arg)
 			/* restore() shut the listener down: we are done. */
 			if (errno == EINVAL)
 				return NULL;
+			/* A client that gave up is no reason to stop. */
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
 			err(1, "accept");
 		}
-		send_fd(conn, r->vm.gmem, &hello, sizeof(hello));
+		ret = send_fd(conn, r->vm.gmem, &hello, sizeof(hello));
 		close(conn);
+		if (ret) {
+			warnx("vm: a handler left before it got the guest_memfd: %s",
+			      strerror(-ret));
+			continue;
+		}
 		printf("vm: handler %u connected, sent it the guest_memfd\n",
 		       __atomic_add_fetch(&r->handlers, 1, __ATOMIC_RELAXED));
 	}

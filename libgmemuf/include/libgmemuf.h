@@ -451,7 +451,8 @@ void gmemuf_handler_destroy(struct gmemuf_handler *handler);
  *
  * A queued populate that failed (for another reason than the page being
  * present) makes it return that error once; its fault is returned again by
- * the next call, with flags 0, so that it is not lost, however many failed.
+ * the next call, with flags 0, so that it is not lost, however many failed
+ * (but for -EINVAL, an offset past the end of the file, which no fault has).
  *
  * Return: the number of records at *@faults (1 or more), 0 if none came in
  * @timeout_ms, or a negative errno: -ESHUTDOWN (gmemuf_handler_stop() was

@@ -214,9 +214,12 @@ static void complete(struct gmemuf_handler *h, struct queue *q,
 			break;
 		/*
 		 * Still missing, and its fault is this handler's: say it again.
-		 * gmemuf_handler_populate() made room for it.
+		 * gmemuf_handler_populate() made room for it. Not for EINVAL,
+		 * an offset past the end of the file: no fault is behind that,
+		 * and saying it again would loop for ever.
 		 */
-		q->retry[q->nr_retry++] = data & ~TAG_MASK;
+		if (res != -EINVAL)
+			q->retry[q->nr_retry++] = data & ~TAG_MASK;
 		if (!q->error)
 			q->error = res < 0 ? res : -EIO;
 		break;
