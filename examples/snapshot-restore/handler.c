@@ -12,8 +12,12 @@
  *
  * Kill it at any time and start another: what it fetched and did not
  * populate goes to the next handler, and pages already present are skipped.
+ * With --hold-at, it stops populating once that many pages are present and
+ * waits to be killed, still fetching faults but resolving none: a test's
+ * way to kill it with records in hand, whatever the speed of the machine.
  *
  *   snapshot-handler SOCKET FILE [--name NAME] [--rate PAGES/S]
+ *                    [--hold-at PAGES]
  */
 #include <err.h>
 #include <errno.h>
@@ -45,6 +49,8 @@ struct handler {
 	uint64_t faults;		/* fault records fetched */
 	double rate, start, last_report;
 	uint64_t asked;			/* pages prefetch asked for */
+	uint64_t hold_at;		/* --hold-at, 0 for never */
+	bool holding;			/* __atomic */
 };
 
 static int receive_gmem(const char *path, uint64_t *mem_size)
@@ -101,6 +107,26 @@ static const uint8_t *map_image(const char *path, uint64_t mem_size)
 	return (const uint8_t *)p + SNAPSHOT_IMAGE;
 }
 
+/* Whether --hold-at is reached: say so once, then keep holding. */
+static bool holding(struct handler *hd)
+{
+	int64_t missing;
+
+	if (!hd->hold_at)
+		return false;
+	if (__atomic_load_n(&hd->holding, __ATOMIC_ACQUIRE))
+		return true;
+	missing = gmemuf_count_missing(hd->gmem, 0, hd->mem_size);
+	if (missing < 0)
+		errx(1, "gmemuf_count_missing: %s", gmemuf_strerror(missing));
+	if (hd->mem_size / GUEST_PAGE_SIZE - missing < hd->hold_at)
+		return false;
+	if (!__atomic_exchange_n(&hd->holding, true, __ATOMIC_ACQ_REL))
+		printf("handler %s: holding with %lld pages missing\n",
+		       hd->name, (long long)missing);
+	return true;
+}
+
 /* gmemuf_handler_run() calls this with each batch of fault records. */
 static int on_faults(struct gmemuf_handler *h, unsigned int queue,
 		     const struct gmemuf_fault *faults, unsigned int nr,
@@ -111,6 +137,12 @@ static int on_faults(struct gmemuf_handler *h, unsigned int queue,
 	int r;
 
 	__atomic_add_fetch(&hd->faults, nr, __ATOMIC_RELAXED);
+	if (holding(hd)) {
+		/* Kept, unresolved, until this process is killed. */
+		printf("handler %s: withholding %u fault records\n", hd->name,
+		       nr);
+		return 0;
+	}
 	for (i = 0; i < nr; i++) {
 		if (faults[i].offset >= hd->mem_size)
 			return -EINVAL;
@@ -155,6 +187,9 @@ static int copy_pages(void *arg, const uint64_t *offsets, unsigned int nr,
 	struct handler *hd = arg;
 	unsigned int i;
 
+	/* Prefetch stops for good: only a kill ends a holding handler. */
+	while (holding(hd))
+		pause();
 	for (i = 0; i < nr; i++)
 		memcpy((uint8_t *)buf + i * GUEST_PAGE_SIZE,
 		       hd->image + offsets[i], GUEST_PAGE_SIZE);
@@ -171,7 +206,7 @@ static int copy_pages(void *arg, const uint64_t *offsets, unsigned int nr,
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: snapshot-handler SOCKET FILE [--name NAME] [--rate PAGES/S]\n");
+		"usage: snapshot-handler SOCKET FILE [--name NAME] [--rate PAGES/S] [--hold-at PAGES]\n");
 	exit(2);
 }
 
@@ -180,6 +215,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "name", required_argument, NULL, 'n' },
 		{ "rate", required_argument, NULL, 'r' },
+		{ "hold-at", required_argument, NULL, 'o' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct handler hd = { .name = "" };
@@ -196,6 +232,9 @@ int main(int argc, char **argv)
 			break;
 		case 'r':
 			hd.rate = parse_num("--rate", optarg);
+			break;
+		case 'o':
+			hd.hold_at = parse_num("--hold-at", optarg);
 			break;
 		default:
 			usage();
