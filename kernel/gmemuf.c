@@ -206,9 +206,8 @@ int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 	if (r)
 		return r;
 
-	/* Populated meanwhile: retry rather than exit for nothing. */
 	if (uf->vcpu_exit)
-		return gmemuf_missing(uf, index) ? -EFAULT : 0;
+		return -EFAULT;
 
 	gmemuf_wait_vcpu(vcpu, uf, index, gfn, mmu_seq);
 	return 0;
