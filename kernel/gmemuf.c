@@ -65,17 +65,58 @@ static void gmemuf_resolve(struct gmemuf *uf, pgoff_t index)
 	clear_bit(index, uf->posted);
 }
 
-/* One bit per page: 32 MiB for a 1 TiB file, so not always kmalloc-able. */
+/*
+ * One bit per page: 32 MiB for a 1 TiB file, so not always kmalloc-able, and
+ * 1 GiB for the largest, GMEMUF_SIZE_MAX, which keeps it below the INT_MAX
+ * bytes that kvmalloc() refuses.
+ */
 static unsigned long *gmemuf_bitmap_alloc(pgoff_t nr_pages)
 {
 	return kvcalloc(BITS_TO_LONGS(nr_pages), sizeof(unsigned long),
 			GFP_KERNEL_ACCOUNT);
 }
 
+/*
+ * The bitmap helpers of <linux/bitmap.h> count bits in unsigned int, which a
+ * file above 16 TiB overflows: these take page indexes. Whole words are
+ * changed atomically, since faults and populates change single bits of the
+ * same words meanwhile. A fatal signal stops them early with -EINTR.
+ */
+static int gmemuf_bits_change(unsigned long *map, pgoff_t start, pgoff_t end,
+			      bool set)
+{
+	while (start < end) {
+		unsigned long mask = BITMAP_FIRST_WORD_MASK(start);
+		atomic_long_t *word = (atomic_long_t *)&map[BIT_WORD(start)];
+		pgoff_t next = min_t(pgoff_t, end,
+				     round_down(start, BITS_PER_LONG) +
+				     BITS_PER_LONG);
+
+		if (next % BITS_PER_LONG)
+			mask &= BITMAP_LAST_WORD_MASK(next);
+		if (set)
+			atomic_long_or(mask, word);
+		else
+			atomic_long_andnot(mask, word);
+		start = next;
+
+		if (!(BIT_WORD(start) % 1024)) {
+			if (fatal_signal_pending(current))
+				return -EINTR;
+			cond_resched();
+		}
+	}
+	return 0;
+}
+
 int gmemuf_create(struct inode *inode, u64 flags)
 {
-	pgoff_t nr_pages = i_size_read(inode) >> PAGE_SHIFT;
+	loff_t size = i_size_read(inode);
+	pgoff_t nr_pages = size >> PAGE_SHIFT;
 	struct gmemuf *uf;
+
+	if (size > GMEMUF_SIZE_MAX)
+		return -EFBIG;
 
 	uf = kzalloc_obj(*uf);
 	if (!uf)
@@ -89,10 +130,13 @@ int gmemuf_create(struct inode *inode, u64 flags)
 		kfree(uf);
 		return -ENOMEM;
 	}
-	bitmap_fill(uf->missing, nr_pages);
-	mutex_init(&uf->handlers_lock);
-	spin_lock_init(&uf->orphans_lock);
-	INIT_LIST_HEAD(&uf->orphans);
+	/* Nobody else sees the bitmap yet: a fatal signal cannot stop this. */
+	memset(uf->missing, 0xff, BITS_TO_LONGS(nr_pages) * sizeof(long));
+	if (nr_pages % BITS_PER_LONG)
+		uf->missing[BIT_WORD(nr_pages)] &= BITMAP_LAST_WORD_MASK(nr_pages);
+	spin_lock_init(&uf->queue_lock);
+	INIT_LIST_HEAD(&uf->pending);
+	INIT_LIST_HEAD(&uf->parked);
 	uf->kernel_faults = gmemuf_kernel_faults_allowed();
 	uf->vcpu_exit = flags & GUEST_MEMFD_FLAG_USERFAULT_EXIT;
 
@@ -108,25 +152,11 @@ void gmemuf_destroy(struct inode *inode)
 		return;
 
 	/* Each handler holds the file: none is left. */
-	WARN_ON_ONCE(rcu_access_pointer(uf->handlers));
 	inode->i_private = NULL;
-	gmemuf_free_orphans(uf);
-	mutex_destroy(&uf->handlers_lock);
+	gmemuf_free_pending(uf);
 	kvfree(uf->missing);
 	kvfree(uf->posted);
 	kfree(uf);
-}
-
-/*
- * For kvm_gmem_populate(), which fills pages for the launch of SEV-SNP and TDX
- * guests: a page filled there is present, as if populated with pwrite().
- */
-void gmemuf_mark_present(struct inode *inode, pgoff_t index)
-{
-	struct gmemuf *uf = GMEMUF(inode);
-
-	if (uf && gmemuf_missing(uf, index))
-		gmemuf_resolve(uf, index);
 }
 
 /*
@@ -195,9 +225,9 @@ int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 	struct gmemuf *uf = GMEMUF(file_inode(file));
 	int r;
 
-	/* Only a userfault guest_memfd has missing pages. */
-	if (WARN_ON_ONCE(!uf))
-		return -EFAULT;
+	/* Not a userfault guest_memfd: the -EAGAIN was not for a missing page. */
+	if (!uf)
+		return -EAGAIN;
 
 	if (!gmemuf_missing(uf, index))
 		return 0;
@@ -292,6 +322,12 @@ static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
 	/* Recheck under the folio lock: another populate may have won. */
 	if (!gmemuf_missing(uf, index)) {
 		r = -EEXIST;
+		goto out;
+	}
+
+	/* Its memory failed: writing to it would consume the poison. */
+	if (folio_test_hwpoison(folio)) {
+		r = -EHWPOISON;
 		goto out;
 	}
 
@@ -408,7 +444,7 @@ static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
 		       pgoff_t end)
 {
 	struct address_space *mapping = inode->i_mapping;
-	pgoff_t index;
+	long r;
 
 	/*
 	 * Exclusive: populates hold the lock shared, so none is half way
@@ -425,19 +461,21 @@ static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
 	 * the record is freed as stale, the bit stays. Clear the bits before
 	 * the pages go missing again, or their faults would never be posted.
 	 * Atomically: faults on missing pages of the range set them meanwhile.
+	 *
+	 * A fatal signal stops the arm early, between two words of the bitmap:
+	 * the pages marked missing so far are dropped as for a whole arm.
 	 */
-	for (index = start; index < end; index++) {
-		clear_bit(index, uf->posted);
-		if (!(index % (BITS_PER_LONG * 1024)))
-			cond_resched();
-	}
+	r = gmemuf_bits_change(uf->posted, start, end, false);
+	if (r)
+		goto out;
 	/* A fault that sees a page missing must see its posted bit clear. */
 	smp_mb__after_atomic();
 
-	bitmap_set(uf->missing, start, end - start);
+	r = gmemuf_bits_change(uf->missing, start, end, true);
 	kvm_gmem_truncate_range(inode, start, end);
+out:
 	filemap_invalidate_unlock(mapping);
-	return 0;
+	return r;
 }
 
 static long gmemuf_disarm(struct gmemuf *uf, struct inode *inode,
@@ -446,27 +484,37 @@ static long gmemuf_disarm(struct gmemuf *uf, struct inode *inode,
 	struct address_space *mapping = inode->i_mapping;
 	unsigned long index;
 
+	long r = 0;
+
 	filemap_invalidate_lock_shared(mapping);
 	index = start;
 	for_each_set_bit_from(index, uf->missing, end) {
+		if (fatal_signal_pending(current)) {
+			r = -EINTR;
+			break;
+		}
 		gmemuf_resolve(uf, index);
 		cond_resched();
 	}
 	filemap_invalidate_unlock_shared(mapping);
-	return 0;
+	return r;
 }
 
 static long gmemuf_wake(struct gmemuf *uf, pgoff_t start, pgoff_t end)
 {
-	pgoff_t index;
+	unsigned long index = start;
 
 	/*
 	 * Pairs with the barrier in a vCPU's prepare_to_wait(): either the vCPU
 	 * is queued here, or it sees the attribute or memslot change that the
-	 * caller made before this.
+	 * caller made before this. Only missing pages have waiters: a waiter
+	 * queues before it checks that its page is missing, and a populate
+	 * wakes after it marks the page present.
 	 */
 	smp_mb();
-	for (index = start; index < end; index++) {
+	for_each_set_bit_from(index, uf->missing, end) {
+		if (fatal_signal_pending(current))
+			return -EINTR;
 		wake_up_bit(gmemuf_word(uf, index), gmemuf_bit(index));
 		cond_resched();
 	}
@@ -528,18 +576,22 @@ static long gmemuf_get_bitmap(struct gmemuf *uf, struct inode *inode,
 
 	ubitmap = u64_to_user_ptr(arg.bitmap);
 	for (index = start; index < end; index += 64) {
-		unsigned int n = min_t(pgoff_t, 64, end - index);
-		unsigned int i;
+		unsigned long n = min_t(pgoff_t, 64, end - index), shift;
 
-		word = 0;
-		for (i = 0; i < n; i++)
-			if (gmemuf_missing(uf, index + i))
-				word |= BIT_ULL(i);
-
+		/* One long at a time: two of them on a 32-bit kernel. */
+		for (word = 0, shift = 0; shift < n; shift += BITS_PER_LONG)
+			word |= (u64)bitmap_read(uf->missing, index + shift,
+						 min_t(unsigned long, n - shift,
+						       BITS_PER_LONG))
+				<< shift;
 		arg.missing += hweight64(word);
 		if (ubitmap && put_user(word, ubitmap++))
 			return -EFAULT;
-		cond_resched();
+		if (!((index - start) % (64 * 1024))) {
+			if (fatal_signal_pending(current))
+				return -EINTR;
+			cond_resched();
+		}
 	}
 
 	if (copy_to_user(argp, &arg, sizeof(arg)))

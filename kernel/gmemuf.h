@@ -13,26 +13,27 @@
 #include <linux/fs.h>
 #include <linux/kvm_types.h>
 #include <linux/mm_types.h>
-#include <linux/mutex.h>
 #include <linux/spinlock.h>
 
 struct kvm_vcpu;
 
 #ifdef CONFIG_KVM_GMEMUF
-struct gmemuf_handlers;
-
 struct gmemuf {
 	/* One bit per page, set while the page is missing. */
 	unsigned long *missing;
 	/* One bit per page, set while a record of a fault on it is out. */
 	unsigned long *posted;
 
-	/* Attach and release of handlers. */
-	struct mutex handlers_lock;
-	struct gmemuf_handlers __rcu *handlers;
-	/* Records posted while no handler was attached. */
-	spinlock_t orphans_lock;
-	struct list_head orphans;
+	/*
+	 * The fault records of the file: those to deliver, in order, and the
+	 * GMEMUF_CMD_FETCH commands of all its handlers waiting for them. One
+	 * queue for all the handlers, so that any handler that fetches gets
+	 * any pending record.
+	 */
+	spinlock_t queue_lock;
+	struct list_head pending;
+	struct list_head parked;
+	unsigned int nr_handlers;
 
 	/*
 	 * Whether kernel-mode faults (uaccess to a mapping of a missing page)
@@ -70,10 +71,9 @@ static inline bool gmemuf_page_missing(struct inode *inode, pgoff_t index)
 
 int gmemuf_create(struct inode *inode, u64 flags);
 void gmemuf_destroy(struct inode *inode);
-void gmemuf_mark_present(struct inode *inode, pgoff_t index);
 int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags);
 int gmemuf_attach_handler(struct gmemuf *uf, struct file *gmem_file);
-void gmemuf_free_orphans(struct gmemuf *uf);
+void gmemuf_free_pending(struct gmemuf *uf);
 vm_fault_t gmemuf_fault_user(struct vm_fault *vmf);
 int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 		      gfn_t gfn, u32 flags, unsigned long mmu_seq);
@@ -87,7 +87,6 @@ static inline int gmemuf_create(struct inode *inode, u64 flags)
 }
 
 static inline void gmemuf_destroy(struct inode *inode) {}
-static inline void gmemuf_mark_present(struct inode *inode, pgoff_t index) {}
 
 static inline bool gmemuf_page_missing(struct inode *inode, pgoff_t index)
 {

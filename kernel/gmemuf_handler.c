@@ -11,19 +11,20 @@
  * the handler is gone, as /dev/fuse's and ublkc's are for FUSE and ublk: the
  * guest_memfd itself cannot tell, since the VMM and KVM hold it too.
  *
- * Each handler has its own lock and lists, so handlers share no lock: a
- * record goes to the handler picked by the faulting CPU, or to another with
- * a parked command if that one has none. Records of a handler move:
+ * The file has one queue of pending records and one list of the commands
+ * parked by all its handlers, under one lock, so that any handler that
+ * fetches gets any pending record: no record waits on a handler that does
+ * not fetch. Records move:
  *
- *   pending --(fetch completes)--> delivered --(page present)--> freed
+ *   pending --(a fetch completes)--> delivered, on its handler
+ *           --(page present)--> freed
  *
  * Records are not looked up when their page is populated: a record whose
- * page is present is freed when it is next seen (at delivery, or when the
+ * page is present is freed when it is next seen (at delivery, or when its
  * handler fetches again). When a handler loses its last parked command to a
- * cancellation (its ring or task went away), or its file is released, its
- * pending and delivered records whose pages are still missing are queued
- * again, on the other handlers; with none attached they wait, as
- * "orphans", for the next one.
+ * cancellation (its ring went away, or the task that submitted it exited),
+ * or its file is released, its delivered records whose pages are still
+ * missing are pending again, for the next fetch of any handler.
  *
  * Completions are filled in task work, in the context of the task that
  * submitted the command, where its buffer can be written.
@@ -31,7 +32,6 @@
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
 #include <linux/io_uring/cmd.h>
-#include <linux/rculist.h>
 #include <linux/slab.h>
 #include <uapi/linux/gmemuf.h>
 
@@ -50,29 +50,19 @@ struct gmemuf_handler {
 	/* The guest_memfd, held so that uf outlives the handler. */
 	struct file *gmem_file;
 
-	/* Protects the lists and flags below; taken by faulting tasks. */
-	spinlock_t lock;
-	/* GMEMUF_CMD_FETCH commands waiting for faults. */
-	struct list_head parked;
-	/* Records to deliver, and records delivered. */
-	struct list_head pending;
-	struct list_head delivered;
-	/* A parked command was taken to deliver pending records. */
-	bool busy;
-	/* Released: no record may be added any more. */
-	bool dead;
-};
+	/* The fields below are protected by uf->queue_lock. */
 
-/* The handlers of a file, replaced as a whole under handlers_lock. */
-struct gmemuf_handlers {
-	struct rcu_head rcu;
-	unsigned int nr;
-	struct gmemuf_handler *h[] __counted_by(nr);
+	/* Records delivered and not known to be resolved yet. */
+	struct list_head delivered;
+	/* Commands of this handler in uf->parked. */
+	unsigned int nr_parked;
+	/* A command of this handler was taken to deliver pending records. */
+	bool busy;
 };
 
 /* In the io_uring_cmd's pdu, for a parked or delivering command. */
 struct gmemuf_fetch_pdu {
-	struct list_head node;	/* in parked, or empty */
+	struct list_head node;	/* in uf->parked, or empty */
 	u64 addr;
 	u32 nr;
 };
@@ -82,26 +72,43 @@ static struct gmemuf_fetch_pdu *gmemuf_pdu(struct io_uring_cmd *cmd)
 	return io_uring_cmd_to_pdu(cmd, struct gmemuf_fetch_pdu);
 }
 
+static struct gmemuf_handler *gmemuf_cmd_handler(struct io_uring_cmd *cmd)
+{
+	return cmd->file->private_data;
+}
+
 static void gmemuf_fetch_tw(struct io_tw_req tw_req, io_tw_token_t tw);
 
 /*
- * With h->lock held: if records are pending and a command parked and none is
- * delivering, take the command to deliver them. The caller completes it in
- * task work once the lock is dropped.
+ * With queue_lock held: if records are pending, take a parked command of a
+ * handler that is not delivering already, to deliver them. A handler that
+ * is delivering gets the records that arrive meanwhile in the same batch,
+ * or parks again and is taken then; the others are taken at once, so that
+ * a handler slow to run its task work holds up no record. The caller
+ * completes the command in task work once the lock is dropped.
  */
-static struct io_uring_cmd *gmemuf_take_parked(struct gmemuf_handler *h)
+static struct io_uring_cmd *gmemuf_take_parked(struct gmemuf *uf)
 {
 	struct gmemuf_fetch_pdu *pdu;
+	struct io_uring_cmd *cmd;
+	struct gmemuf_handler *h;
 
-	lockdep_assert_held(&h->lock);
+	lockdep_assert_held(&uf->queue_lock);
 
-	if (h->busy || list_empty(&h->pending) || list_empty(&h->parked))
+	if (list_empty(&uf->pending))
 		return NULL;
 
-	pdu = list_first_entry(&h->parked, struct gmemuf_fetch_pdu, node);
-	list_del_init(&pdu->node);
-	h->busy = true;
-	return container_of((void *)pdu, struct io_uring_cmd, pdu);
+	list_for_each_entry(pdu, &uf->parked, node) {
+		cmd = container_of((void *)pdu, struct io_uring_cmd, pdu);
+		h = gmemuf_cmd_handler(cmd);
+		if (h->busy)
+			continue;
+		list_del_init(&pdu->node);
+		h->nr_parked--;
+		h->busy = true;
+		return cmd;
+	}
+	return NULL;
 }
 
 static void gmemuf_kick(struct io_uring_cmd *cmd)
@@ -111,81 +118,42 @@ static void gmemuf_kick(struct io_uring_cmd *cmd)
 }
 
 /*
- * Add @rec to the pending records of a live handler other than @skip; false
- * if there is none.
+ * With queue_lock held: move the records of @list whose pages are still
+ * missing to the head of the pending queue, in order, and the others to
+ * @stale, for the caller to free once the lock is dropped.
  */
-static bool gmemuf_queue_on_handler(struct gmemuf *uf,
-				    struct gmemuf_record *rec,
-				    struct gmemuf_handler *skip)
+static void gmemuf_requeue(struct gmemuf *uf, struct list_head *list,
+			   struct list_head *stale)
 {
-	struct gmemuf_handlers *hs;
-	struct gmemuf_handler *h;
-	struct io_uring_cmd *cmd;
-	unsigned int i, start;
-	bool any_parked;
+	struct gmemuf_record *rec, *tmp;
 
-	guard(rcu)();
-	hs = rcu_dereference(uf->handlers);
-	if (!hs)
-		return false;
+	lockdep_assert_held(&uf->queue_lock);
 
-	/*
-	 * The faulting CPU's handler if it has a command parked, else the next
-	 * that has one, else any live one: the common case takes one lock.
-	 */
-	start = raw_smp_processor_id() % hs->nr;
-	for (any_parked = true; ; any_parked = false) {
-		for (i = 0; i < hs->nr; i++) {
-			h = hs->h[(start + i) % hs->nr];
-			if (h == skip)
-				continue;
-			spin_lock(&h->lock);
-			if (h->dead || (any_parked && list_empty(&h->parked))) {
-				spin_unlock(&h->lock);
-				continue;
-			}
-			list_add_tail(&rec->node, &h->pending);
-			cmd = gmemuf_take_parked(h);
-			spin_unlock(&h->lock);
-			gmemuf_kick(cmd);
-			return true;
-		}
-		if (!any_parked)
-			return false;
+	list_for_each_entry_safe_reverse(rec, tmp, list, node) {
+		if (gmemuf_missing(uf, rec->index))
+			list_move(&rec->node, &uf->pending);
+		else
+			list_move(&rec->node, stale);
 	}
+}
+
+static void gmemuf_free_records(struct list_head *list)
+{
+	struct gmemuf_record *rec, *tmp;
+
+	list_for_each_entry_safe(rec, tmp, list, node)
+		kfree(rec);
 }
 
 static void gmemuf_queue(struct gmemuf *uf, struct gmemuf_record *rec)
 {
-	while (!gmemuf_queue_on_handler(uf, rec, NULL)) {
-		/*
-		 * No live handler: keep it for the next. Under orphans_lock,
-		 * which a new handler takes after publishing itself, recheck
-		 * that none came meanwhile.
-		 */
-		spin_lock(&uf->orphans_lock);
-		if (!rcu_access_pointer(uf->handlers)) {
-			list_add_tail(&rec->node, &uf->orphans);
-			spin_unlock(&uf->orphans_lock);
-			return;
-		}
-		spin_unlock(&uf->orphans_lock);
-		cond_resched();
-	}
-}
+	struct io_uring_cmd *cmd;
 
-/* Queue again the records of @list whose pages are still missing. */
-static void gmemuf_requeue(struct gmemuf *uf, struct list_head *list)
-{
-	struct gmemuf_record *rec, *tmp;
-
-	list_for_each_entry_safe(rec, tmp, list, node) {
-		list_del(&rec->node);
-		if (gmemuf_missing(uf, rec->index))
-			gmemuf_queue(uf, rec);
-		else
-			kfree(rec);
-	}
+	spin_lock(&uf->queue_lock);
+	list_add_tail(&rec->node, &uf->pending);
+	cmd = gmemuf_take_parked(uf);
+	spin_unlock(&uf->queue_lock);
+	gmemuf_kick(cmd);
 }
 
 int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags)
@@ -231,33 +199,33 @@ int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags)
 
 /*
  * Write up to pdu->nr pending records to the command's buffer and move them
- * to delivered. Returns how many, 0 if none was left, or an error with the
- * records pending again.
+ * to the handler's delivered records. Returns how many, 0 if none was left,
+ * or an error with the records pending again.
  */
 static int gmemuf_fill(struct gmemuf_handler *h, struct io_uring_cmd *cmd)
 {
 	struct gmemuf_fetch_pdu *pdu = gmemuf_pdu(cmd);
 	struct gmemuf_fault __user *ubuf = u64_to_user_ptr(pdu->addr);
+	struct gmemuf *uf = h->uf;
 	struct gmemuf_record *rec, *tmp;
 	LIST_HEAD(batch);
 	LIST_HEAD(stale);
 	u32 n = 0;
 
-	spin_lock(&h->lock);
-	list_for_each_entry_safe(rec, tmp, &h->pending, node) {
+	spin_lock(&uf->queue_lock);
+	list_for_each_entry_safe(rec, tmp, &uf->pending, node) {
 		if (n == pdu->nr)
 			break;
-		if (!gmemuf_missing(h->uf, rec->index)) {
+		if (!gmemuf_missing(uf, rec->index)) {
 			list_move(&rec->node, &stale);
 			continue;
 		}
 		list_move_tail(&rec->node, &batch);
 		n++;
 	}
-	spin_unlock(&h->lock);
+	spin_unlock(&uf->queue_lock);
 
-	list_for_each_entry_safe(rec, tmp, &stale, node)
-		kfree(rec);
+	gmemuf_free_records(&stale);
 
 	list_for_each_entry(rec, &batch, node) {
 		struct gmemuf_fault fault = {
@@ -266,87 +234,58 @@ static int gmemuf_fill(struct gmemuf_handler *h, struct io_uring_cmd *cmd)
 		};
 
 		if (copy_to_user(ubuf++, &fault, sizeof(fault))) {
-			spin_lock(&h->lock);
-			list_splice(&batch, &h->pending);
-			spin_unlock(&h->lock);
+			spin_lock(&uf->queue_lock);
+			list_splice(&batch, &uf->pending);
+			spin_unlock(&uf->queue_lock);
 			return -EFAULT;
 		}
 	}
 
-	spin_lock(&h->lock);
+	spin_lock(&uf->queue_lock);
 	list_splice_tail(&batch, &h->delivered);
-	spin_unlock(&h->lock);
+	spin_unlock(&uf->queue_lock);
 	return n;
 }
 
 /*
- * Take back the records of a handler that lost its last command or its file,
- * to queue them again elsewhere.
+ * With queue_lock held: a handler with no command parked or delivering may
+ * not fetch again (its ring or its task is going away): make its delivered
+ * records pending again, for the other handlers, or for this one if it
+ * fetches after all.
  */
-static void gmemuf_take_records(struct gmemuf_handler *h,
-				struct list_head *list)
+static void gmemuf_hand_off(struct gmemuf_handler *h, struct list_head *stale)
 {
-	lockdep_assert_held(&h->lock);
+	lockdep_assert_held(&h->uf->queue_lock);
 
-	list_splice_init(&h->delivered, list);
-	list_splice_init(&h->pending, list);
-}
-
-/*
- * A handler with no command parked or delivering may not fetch again (its
- * ring or its task is going away): hand its records to the other handlers,
- * if there are any, and keep the rest. Called while a command of the
- * handler still pins its file.
- */
-static void gmemuf_hand_off(struct gmemuf_handler *h)
-{
-	struct gmemuf_record *rec, *tmp;
-	struct io_uring_cmd *next;
-	LIST_HEAD(records);
-
-	spin_lock(&h->lock);
-	if (list_empty(&h->parked) && !h->busy)
-		gmemuf_take_records(h, &records);
-	spin_unlock(&h->lock);
-
-	list_for_each_entry_safe(rec, tmp, &records, node) {
-		list_del(&rec->node);
-		if (!gmemuf_missing(h->uf, rec->index)) {
-			kfree(rec);
-			continue;
-		}
-		if (gmemuf_queue_on_handler(h->uf, rec, h))
-			continue;
-		/* A fetch may have been parked meanwhile: kick it. */
-		spin_lock(&h->lock);
-		list_add_tail(&rec->node, &h->pending);
-		next = gmemuf_take_parked(h);
-		spin_unlock(&h->lock);
-		gmemuf_kick(next);
-	}
+	if (!h->nr_parked && !h->busy)
+		gmemuf_requeue(h->uf, &h->delivered, stale);
 }
 
 static void gmemuf_fetch_tw(struct io_tw_req tw_req, io_tw_token_t tw)
 {
 	struct io_uring_cmd *cmd = io_uring_cmd_from_tw(tw_req);
-	struct gmemuf_handler *h = cmd->file->private_data;
+	struct gmemuf_handler *h = gmemuf_cmd_handler(cmd);
+	struct gmemuf *uf = h->uf;
 	struct io_uring_cmd *next;
+	LIST_HEAD(stale);
 	int r;
 
 	/* The task is exiting: its buffer must not be written. */
 	r = tw.cancel ? -ECANCELED : gmemuf_fill(h, cmd);
 
-	spin_lock(&h->lock);
+	spin_lock(&uf->queue_lock);
 	h->busy = false;
 	if (!r) {
 		/* Every pending record was stale: park the command again. */
-		list_add(&gmemuf_pdu(cmd)->node, &h->parked);
+		list_add(&gmemuf_pdu(cmd)->node, &uf->parked);
+		h->nr_parked++;
 	}
-	next = gmemuf_take_parked(h);
-	spin_unlock(&h->lock);
-
 	if (tw.cancel)
-		gmemuf_hand_off(h);
+		gmemuf_hand_off(h, &stale);
+	next = gmemuf_take_parked(uf);
+	spin_unlock(&uf->queue_lock);
+
+	gmemuf_free_records(&stale);
 	if (r)
 		io_uring_cmd_done(cmd, r, IO_URING_CMD_TASK_WORK_ISSUE_FLAGS);
 	gmemuf_kick(next);
@@ -358,34 +297,45 @@ static void gmemuf_prune(struct gmemuf_handler *h)
 	struct gmemuf_record *rec, *tmp;
 	LIST_HEAD(stale);
 
-	spin_lock(&h->lock);
+	spin_lock(&h->uf->queue_lock);
 	list_for_each_entry_safe(rec, tmp, &h->delivered, node)
 		if (!gmemuf_missing(h->uf, rec->index))
 			list_move(&rec->node, &stale);
-	spin_unlock(&h->lock);
+	spin_unlock(&h->uf->queue_lock);
 
-	list_for_each_entry_safe(rec, tmp, &stale, node)
-		kfree(rec);
+	gmemuf_free_records(&stale);
 }
 
-/* The ring or the task of a parked command is going away. */
+/*
+ * The ring of a parked command is going away, or the task that submitted it
+ * is exiting (io_uring_cmd_cancel_on_exit()).
+ */
 static void gmemuf_cancel(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 			  unsigned int issue_flags)
 {
 	struct gmemuf_fetch_pdu *pdu = gmemuf_pdu(cmd);
+	struct gmemuf *uf = h->uf;
+	struct io_uring_cmd *next = NULL;
+	LIST_HEAD(stale);
 	bool parked;
 
-	spin_lock(&h->lock);
+	spin_lock(&uf->queue_lock);
 	/* A command taken for delivery is completed by its task work. */
 	parked = !list_empty(&pdu->node);
-	list_del_init(&pdu->node);
-	spin_unlock(&h->lock);
+	if (parked) {
+		list_del_init(&pdu->node);
+		h->nr_parked--;
+		gmemuf_hand_off(h, &stale);
+		next = gmemuf_take_parked(uf);
+	}
+	spin_unlock(&uf->queue_lock);
 
 	if (!parked)
 		return;
 
-	gmemuf_hand_off(h);
+	gmemuf_free_records(&stale);
 	io_uring_cmd_done(cmd, -ECANCELED, issue_flags);
+	gmemuf_kick(next);
 }
 
 static int gmemuf_fetch(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
@@ -394,6 +344,7 @@ static int gmemuf_fetch(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 	const struct gmemuf_fetch *arg = io_uring_sqe_cmd(cmd->sqe,
 							  struct gmemuf_fetch);
 	struct gmemuf_fetch_pdu *pdu = gmemuf_pdu(cmd);
+	struct gmemuf *uf = h->uf;
 	struct io_uring_cmd *next;
 	u64 addr = READ_ONCE(arg->addr);
 	u32 nr = READ_ONCE(arg->nr);
@@ -409,13 +360,17 @@ static int gmemuf_fetch(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 	/*
 	 * Cancelable before it is visible: once parked it may be completed
 	 * at any time, by task work that can run before this returns when
-	 * the command was issued from io-wq.
+	 * the command was issued from io-wq. Canceled on the exit of its task
+	 * as well as of its ring: only that task can complete it, and its
+	 * records are to go to the other handlers once it is gone.
 	 */
 	io_uring_cmd_mark_cancelable(cmd, issue_flags);
-	spin_lock(&h->lock);
-	list_add_tail(&pdu->node, &h->parked);
-	next = gmemuf_take_parked(h);
-	spin_unlock(&h->lock);
+	io_uring_cmd_cancel_on_exit(cmd);
+	spin_lock(&uf->queue_lock);
+	list_add_tail(&pdu->node, &uf->parked);
+	h->nr_parked++;
+	next = gmemuf_take_parked(uf);
+	spin_unlock(&uf->queue_lock);
 	gmemuf_kick(next);
 
 	return -EIOCBQUEUED;
@@ -424,7 +379,7 @@ static int gmemuf_fetch(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 static int gmemuf_handler_uring_cmd(struct io_uring_cmd *cmd,
 				    unsigned int issue_flags)
 {
-	struct gmemuf_handler *h = cmd->file->private_data;
+	struct gmemuf_handler *h = gmemuf_cmd_handler(cmd);
 
 	if (issue_flags & IO_URING_F_CANCEL) {
 		gmemuf_cancel(h, cmd, issue_flags);
@@ -438,58 +393,23 @@ static int gmemuf_handler_uring_cmd(struct io_uring_cmd *cmd,
 	return -EINVAL;
 }
 
-/* Publish @hs in place of the current handlers, with handlers_lock held. */
-static void gmemuf_set_handlers(struct gmemuf *uf, struct gmemuf_handlers *hs)
-{
-	struct gmemuf_handlers *old;
-
-	old = rcu_replace_pointer(uf->handlers, hs,
-				  lockdep_is_held(&uf->handlers_lock));
-	if (old)
-		kfree_rcu(old, rcu);
-}
-
 static int gmemuf_handler_release(struct inode *inode, struct file *file)
 {
 	struct gmemuf_handler *h = file->private_data;
 	struct gmemuf *uf = h->uf;
-	struct gmemuf_handlers *hs = NULL, *old;
-	LIST_HEAD(records);
-	unsigned int i, n = 0;
+	struct io_uring_cmd *next;
+	LIST_HEAD(stale);
 
-	mutex_lock(&uf->handlers_lock);
-	old = rcu_dereference_protected(uf->handlers,
-					lockdep_is_held(&uf->handlers_lock));
-	/* A handler whose attach failed was never published. */
-	for (i = 0; old && i < old->nr && old->h[i] != h; i++)
-		;
-	if (old && i < old->nr) {
-		if (old->nr > 1) {
-			hs = kzalloc_flex(*hs, h, old->nr - 1,
-					  GFP_KERNEL | __GFP_NOFAIL);
-			hs->nr = old->nr - 1;
-			for (i = 0; i < old->nr; i++)
-				if (old->h[i] != h)
-					hs->h[n++] = old->h[i];
-		}
-		gmemuf_set_handlers(uf, hs);
-	}
-	mutex_unlock(&uf->handlers_lock);
+	/* No command is parked or delivering: each holds this file. */
+	spin_lock(&uf->queue_lock);
+	WARN_ON_ONCE(h->nr_parked || h->busy);
+	gmemuf_requeue(uf, &h->delivered, &stale);
+	uf->nr_handlers--;
+	next = gmemuf_take_parked(uf);
+	spin_unlock(&uf->queue_lock);
 
-	/*
-	 * No command is parked: each holds a reference to this file. Records
-	 * may still be added by posters that picked this handler before it
-	 * was unpublished, until it is dead.
-	 */
-	spin_lock(&h->lock);
-	h->dead = true;
-	gmemuf_take_records(h, &records);
-	spin_unlock(&h->lock);
-
-	gmemuf_requeue(uf, &records);
-
-	/* Posters that saw the old handlers may still take h->lock. */
-	synchronize_rcu();
+	gmemuf_free_records(&stale);
+	gmemuf_kick(next);
 	fput(h->gmem_file);
 	kfree(h);
 	return 0;
@@ -503,76 +423,51 @@ static const struct file_operations gmemuf_handler_fops = {
 
 int gmemuf_attach_handler(struct gmemuf *uf, struct file *gmem_file)
 {
-	struct gmemuf_handlers *hs, *old;
 	struct gmemuf_handler *h;
-	LIST_HEAD(orphans);
 	struct file *file;
-	unsigned int nr;
 	int fd;
 
 	h = kzalloc_obj(*h);
 	if (!h)
 		return -ENOMEM;
 	h->uf = uf;
-	spin_lock_init(&h->lock);
-	INIT_LIST_HEAD(&h->parked);
-	INIT_LIST_HEAD(&h->pending);
 	INIT_LIST_HEAD(&h->delivered);
 
-	fd = get_unused_fd_flags(O_CLOEXEC);
-	if (fd < 0) {
+	spin_lock(&uf->queue_lock);
+	if (uf->nr_handlers == GMEMUF_MAX_HANDLERS) {
+		spin_unlock(&uf->queue_lock);
 		kfree(h);
-		return fd;
+		return -ENOSPC;
 	}
+	uf->nr_handlers++;
+	spin_unlock(&uf->queue_lock);
+
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0)
+		goto err;
 
 	file = anon_inode_getfile("[gmemuf-handler]", &gmemuf_handler_fops, h,
 				  O_RDWR | O_CLOEXEC);
 	if (IS_ERR(file)) {
 		put_unused_fd(fd);
-		kfree(h);
-		return PTR_ERR(file);
+		fd = PTR_ERR(file);
+		goto err;
 	}
 	h->gmem_file = get_file(gmem_file);
-
-	mutex_lock(&uf->handlers_lock);
-	old = rcu_dereference_protected(uf->handlers,
-					lockdep_is_held(&uf->handlers_lock));
-	nr = old ? old->nr : 0;
-	if (nr == GMEMUF_MAX_HANDLERS) {
-		mutex_unlock(&uf->handlers_lock);
-		put_unused_fd(fd);
-		/* Releases h and its reference to gmem_file. */
-		fput(file);
-		return -ENOSPC;
-	}
-	hs = kzalloc_flex(*hs, h, nr + 1, GFP_KERNEL);
-	if (!hs) {
-		mutex_unlock(&uf->handlers_lock);
-		put_unused_fd(fd);
-		fput(file);
-		return -ENOMEM;
-	}
-	hs->nr = nr + 1;
-	if (old)
-		memcpy(hs->h, old->h, nr * sizeof(hs->h[0]));
-	hs->h[nr] = h;
-	gmemuf_set_handlers(uf, hs);
-
-	/* See gmemuf_queue(): orphans are taken after publishing. */
-	spin_lock(&uf->orphans_lock);
-	list_splice_init(&uf->orphans, &orphans);
-	spin_unlock(&uf->orphans_lock);
-	mutex_unlock(&uf->handlers_lock);
-
-	gmemuf_requeue(uf, &orphans);
 	fd_install(fd, file);
+	return fd;
+
+err:
+	spin_lock(&uf->queue_lock);
+	uf->nr_handlers--;
+	spin_unlock(&uf->queue_lock);
+	kfree(h);
 	return fd;
 }
 
-void gmemuf_free_orphans(struct gmemuf *uf)
+/* The file is going away: no handler is left, no command is parked. */
+void gmemuf_free_pending(struct gmemuf *uf)
 {
-	struct gmemuf_record *rec, *tmp;
-
-	list_for_each_entry_safe(rec, tmp, &uf->orphans, node)
-		kfree(rec);
+	WARN_ON_ONCE(uf->nr_handlers || !list_empty(&uf->parked));
+	gmemuf_free_records(&uf->pending);
 }

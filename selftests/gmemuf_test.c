@@ -1406,6 +1406,392 @@ TEST_F_TIMEOUT(load, stress_faults_populates_and_arms, 300)
 	uf_close(&st.f);
 }
 
+/*
+ * A handler thread that exits with a fetch parked, its ring, handler file and
+ * process living on: the fetch completes with ECANCELED at once, and the
+ * record it had delivered and not resolved goes to another handler.
+ */
+struct exiting_fetcher {
+	struct handler *h;
+	unsigned long page;	/* out: the page of the record it got */
+	int error;
+};
+
+static void *exiting_fetcher_fn(void *arg)
+{
+	struct exiting_fetcher *ef = arg;
+	int n;
+
+	if (handler_fetch(ef->h, 16)) {
+		ef->error = errno;
+		return NULL;
+	}
+	n = handler_wait(ef->h, 60000);
+	if (n != 1) {
+		ef->error = n < 0 ? -n : EPROTO;
+		return NULL;
+	}
+	ef->page = ef->h->faults[0].offset / PAGE;
+	/* Park another fetch, as a handler loop does, and leave. */
+	if (handler_fetch(ef->h, 16))
+		ef->error = errno;
+	return NULL;
+}
+
+TEST_F(uf, handler_thread_exit_hands_off_its_records)
+{
+	struct exiting_fetcher ef = { 0 };
+	struct handler h1, h2;
+	struct toucher t;
+	pthread_t thread;
+
+	ASSERT_EQ(handler_open(&h1, self->fd), 0);
+	ASSERT_EQ(handler_open(&h2, self->fd), 0);
+
+	/* The thread gets the record of the fault, and exits with it. */
+	ef.h = &h1;
+	ASSERT_EQ(pthread_create(&thread, NULL, exiting_fetcher_fn, &ef), 0);
+	toucher_start(&t, self->mem + 53 * PAGE, false);
+	ASSERT_EQ(pthread_join(thread, NULL), 0);
+	ASSERT_EQ(ef.error, 0) TH_LOG("%s", strerror(ef.error));
+	ASSERT_EQ(ef.page, 53);
+
+	/* Its parked fetch is canceled by the exit, not left parked. */
+	EXPECT_EQ(handler_wait(&h1, 60000), -ECANCELED);
+
+	/* The other handler, fetching in a live thread, gets the record. */
+	ASSERT_EQ(handler_fetch(&h2, 16), 0);
+	ASSERT_EQ(handler_wait(&h2, 60000), 1);
+	EXPECT_EQ(h2.faults[0].offset, 53 * PAGE);
+	ASSERT_EQ(populate(self->fd, 53, 53), PAGE);
+	toucher_join(&t);
+	EXPECT_TRUE(check(t.copy, PAGE, 53));
+
+	/* Its handler file still works, from a live thread. */
+	fault_served_by(_metadata, &self->f, &h1, 54);
+	handler_close(&h1);
+	handler_close(&h2);
+}
+
+/*
+ * A handler attached first that never fetches: the records of faults taken
+ * before another handler fetched are not stranded on it.
+ */
+TEST_F(uf, idle_handler_strands_no_record)
+{
+	struct handler idle, h;
+	struct toucher t[3];
+	__u64 seen = 0;
+	int i, n;
+
+	ASSERT_EQ(handler_open(&idle, self->fd), 0);
+	for (i = 0; i < 3; i++) {
+		toucher_start(&t[i], self->mem + (55 + i) * PAGE, false);
+		ASSERT_TRUE(wait_sleeping(t[i].tid));
+	}
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	while (seen != 0x7) {
+		ASSERT_EQ(handler_fetch(&h, 16), 0);
+		n = handler_wait(&h, 60000);
+		ASSERT_GT(n, 0) TH_LOG("seen 0x%llx", (unsigned long long)seen);
+		for (i = 0; i < n; i++) {
+			unsigned long page = h.faults[i].offset / PAGE;
+
+			ASSERT_TRUE(page >= 55 && page < 58);
+			seen |= 1ULL << (page - 55);
+			ASSERT_EQ(populate(self->fd, page, page), PAGE);
+		}
+	}
+	for (i = 0; i < 3; i++) {
+		toucher_join(&t[i]);
+		EXPECT_TRUE(check(t[i].copy, PAGE, 55 + i));
+	}
+	handler_close(&h);
+	handler_close(&idle);
+}
+
+#define TIB	(1ULL << 40)
+
+/* The size limit: EFBIG past it, with nothing allocated, and no WARN. */
+TEST(size_limit)
+{
+	int vm = create_vm();
+
+	ASSERT_GE(vm, 0);
+	EXPECT_EQ(create_gmem(vm, GMEMUF_SIZE_MAX + PAGE,
+			      GUEST_MEMFD_FLAG_USERFAULT), -1);
+	EXPECT_EQ(errno, EFBIG);
+	/* 128 TiB took kvcalloc() past INT_MAX bytes: a WARN. */
+	EXPECT_EQ(create_gmem(vm, 128 * TIB, GUEST_MEMFD_FLAG_USERFAULT), -1);
+	EXPECT_EQ(errno, EFBIG);
+	EXPECT_EQ(create_gmem(vm, 128 * TIB, GUEST_MEMFD_FLAG_USERFAULT_EXIT),
+		  -1);
+	EXPECT_EQ(errno, EFBIG);
+	close(vm);
+}
+
+/*
+ * Page indexes past 2^32, in a file above 16 TiB: they start missing, and an
+ * arm there marks those pages, not others. Both went wrong when the bitmap
+ * was set with the unsigned int counts of <linux/bitmap.h>.
+ */
+TEST(pages_past_16_tib)
+{
+	const __u64 size = 16 * TIB + 64 * PAGE;
+	const __u64 far = 16 * TIB + 8 * PAGE;	/* page 2^32 + 8 */
+	const __u64 near = 8 * PAGE;		/* its index truncated */
+	int vm = create_vm(), fd;
+	__u64 bitmap[2];
+
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, size, GUEST_MEMFD_FLAG_USERFAULT);
+	ASSERT_GE(fd, 0) TH_LOG("%s", strerror(errno));
+
+	/* Every page starts missing, on both sides of 2^32. */
+	EXPECT_EQ(count_missing(fd, 0, 128 * PAGE, NULL), 128);
+	EXPECT_EQ(count_missing(fd, 16 * TIB - 64 * PAGE, 128 * PAGE, bitmap),
+		  128);
+	EXPECT_EQ(bitmap[0], ~0ULL);
+	EXPECT_EQ(bitmap[1], ~0ULL);
+
+	/* Populate the two pages, then arm the far one alone. */
+	ASSERT_EQ(populate(fd, near / PAGE, 1), PAGE);
+	ASSERT_EQ(populate(fd, far / PAGE, 2), PAGE);
+	EXPECT_EQ(count_missing(fd, far, PAGE, NULL), 0);
+	ASSERT_EQ(range_ioctl(fd, GMEMUF_IOC_ARM, far, PAGE, NULL), 0);
+	EXPECT_EQ(count_missing(fd, far, PAGE, NULL), 1);
+	EXPECT_EQ(count_missing(fd, near, PAGE, NULL), 0);
+	/* And disarm there leaves the near page's neighbours missing. */
+	ASSERT_EQ(range_ioctl(fd, GMEMUF_IOC_DISARM, far, PAGE, NULL), 0);
+	EXPECT_EQ(count_missing(fd, far, PAGE, NULL), 0);
+	EXPECT_EQ(count_missing(fd, near + PAGE, PAGE, NULL), 1);
+	close(fd);
+	close(vm);
+}
+
+/*
+ * An ioctl over a huge range, in a child killed while it is in the ioctl:
+ * the child dies promptly, whichever the ioctl.
+ */
+static void killed_in_ioctl(struct __test_metadata *_metadata, int fd,
+			    unsigned long ioctl_nr, __u64 len)
+{
+	int i, status, sync[2];
+	pid_t pid;
+	char c;
+
+	ASSERT_EQ(pipe(sync), 0);
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		if (write(sync[1], "x", 1) != 1)
+			_exit(2);
+		if (ioctl_nr == GMEMUF_IOC_GET_BITMAP)
+			count_missing(fd, 0, len, NULL);
+		else
+			range_ioctl(fd, ioctl_nr, 0, len, NULL);
+		/* Done before the kill: the ioctl was not what was tested. */
+		_exit(1);
+	}
+	ASSERT_EQ(read(sync[0], &c, 1), 1);
+	close(sync[0]);
+	close(sync[1]);
+	/* Let it get into the ioctl, which takes minutes over 2^32 pages. */
+	usleep(300000);
+	ASSERT_EQ(kill(pid, SIGKILL), 0);
+	/* Dead at once, and certainly within a minute on a slow machine. */
+	for (i = 0; i < 600; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			break;
+		usleep(100000);
+	}
+	ASSERT_LT(i, 600) TH_LOG("ioctl 0x%lx cannot be killed", ioctl_nr);
+	EXPECT_TRUE(WIFSIGNALED(status))
+		TH_LOG("ioctl 0x%lx returned before the kill", ioctl_nr);
+}
+
+TEST(huge_range_ioctls_are_killable)
+{
+	const __u64 size = 16 * TIB;
+	int vm = create_vm(), fd;
+
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, size, GUEST_MEMFD_FLAG_USERFAULT);
+	ASSERT_GE(fd, 0) TH_LOG("%s", strerror(errno));
+
+	/* 2^32 pages, all missing. */
+	killed_in_ioctl(_metadata, fd, GMEMUF_IOC_WAKE, size);
+	killed_in_ioctl(_metadata, fd, GMEMUF_IOC_GET_BITMAP, size);
+	killed_in_ioctl(_metadata, fd, GMEMUF_IOC_ARM, size);
+	killed_in_ioctl(_metadata, fd, GMEMUF_IOC_DISARM, size);
+	close(fd);
+	close(vm);
+}
+
+/*
+ * Fault injection (CONFIG_FAILSLAB, CONFIG_FAIL_PAGE_ALLOC): failures injected
+ * into the allocations of the calling thread alone (task-filter, with
+ * /proc/thread-self/make-it-fail), @times of them.
+ */
+static bool write_file(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, val, strlen(val)) == (ssize_t)strlen(val);
+	close(fd);
+	return ok;
+}
+
+static long read_long(const char *path)
+{
+	char buf[32] = "";
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || read(fd, buf, sizeof(buf) - 1) <= 0)
+		buf[0] = 0;
+	if (fd >= 0)
+		close(fd);
+	return buf[0] ? strtol(buf, NULL, 10) : -1;
+}
+
+/* Arm @attr (failslab or fail_page_alloc) for @times failures. */
+static bool inject_setup(const char *attr, int times)
+{
+	static const char *const knobs[][2] = {
+		{ "task-filter", "Y" }, { "probability", "100" },
+		{ "interval", "1" }, { "verbose", "0" },
+		{ "ignore-gfp-wait", "N" }, { "space", "0" },
+	};
+	char path[128], val[16];
+	unsigned int i;
+
+	for (i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
+		snprintf(path, sizeof(path), "/sys/kernel/debug/%s/%s", attr,
+			 knobs[i][0]);
+		if (!write_file(path, knobs[i][1]))
+			return false;
+	}
+	/*
+	 * fail_page_alloc only: single pages too, not only high orders, and
+	 * highmem ones, as guest_memfd's folios are (GFP_HIGHUSER).
+	 */
+	snprintf(path, sizeof(path), "/sys/kernel/debug/%s/min-order", attr);
+	if (!access(path, F_OK) && !write_file(path, "0"))
+		return false;
+	snprintf(path, sizeof(path), "/sys/kernel/debug/%s/ignore-gfp-highmem",
+		 attr);
+	if (!access(path, F_OK) && !write_file(path, "N"))
+		return false;
+	snprintf(path, sizeof(path), "/sys/kernel/debug/%s/times", attr);
+	snprintf(val, sizeof(val), "%d", times);
+	return write_file(path, val);
+}
+
+static long inject_times_left(const char *attr)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/%s/times", attr);
+	return read_long(path);
+}
+
+static bool make_it_fail(bool on)
+{
+	return write_file("/proc/thread-self/make-it-fail", on ? "1" : "0");
+}
+
+/* A populate whose folio cannot be allocated: ENOMEM, the page missing. */
+TEST_F(uf, fault_injection_populate)
+{
+	static char buf[PAGE];
+	__u64 done = 1;
+
+	if (access("/sys/kernel/debug/fail_page_alloc", F_OK))
+		SKIP(return, "no CONFIG_FAIL_PAGE_ALLOC");
+	fill(buf, PAGE, 58);
+	ASSERT_TRUE(inject_setup("fail_page_alloc", 1));
+	ASSERT_TRUE(make_it_fail(true));
+	errno = 0;
+	EXPECT_EQ(pwrite(self->fd, buf, PAGE, 58 * PAGE), -1);
+	EXPECT_EQ(errno, ENOMEM);
+	ASSERT_TRUE(make_it_fail(false));
+	EXPECT_EQ(inject_times_left("fail_page_alloc"), 0);
+	EXPECT_EQ(count_missing(self->fd, 58 * PAGE, PAGE, NULL), 1);
+
+	/* The zero-fill too, with nothing done. */
+	ASSERT_TRUE(inject_setup("fail_page_alloc", 1));
+	ASSERT_TRUE(make_it_fail(true));
+	EXPECT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ZERO, 59 * PAGE, PAGE,
+			      &done), -1);
+	EXPECT_EQ(errno, ENOMEM);
+	ASSERT_TRUE(make_it_fail(false));
+	EXPECT_EQ(done, 0);
+	EXPECT_EQ(inject_times_left("fail_page_alloc"), 0);
+	EXPECT_EQ(count_missing(self->fd, 59 * PAGE, PAGE, NULL), 1);
+
+	/* Once memory is there again, both work, and a waiter is served. */
+	EXPECT_EQ(pwrite(self->fd, buf, PAGE, 58 * PAGE), PAGE);
+	EXPECT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ZERO, 59 * PAGE, PAGE,
+			      &done), 0);
+	EXPECT_TRUE(check(self->mem + 58 * PAGE, PAGE, 58));
+	EXPECT_TRUE(all_zero(self->mem + 59 * PAGE, PAGE));
+}
+
+/* A fault whose first record cannot be allocated: retried, delivered. */
+static void *failing_toucher_fn(void *arg)
+{
+	struct toucher *t = arg;
+
+	if (!make_it_fail(true)) {
+		t->result = -1;
+		t->err = errno;
+		return NULL;
+	}
+	t->tid = gettid();
+	memcpy(t->copy, t->addr, PAGE);
+	make_it_fail(false);
+	t->result = PAGE;
+	return NULL;
+}
+
+TEST_F(uf, fault_injection_record)
+{
+	struct handler h;
+	struct toucher t;
+
+	if (access("/sys/kernel/debug/failslab", F_OK))
+		SKIP(return, "no CONFIG_FAILSLAB");
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	/*
+	 * The page table of page 60 is allocated before the injection, by a
+	 * touch of a neighbour (one of them shares it): the one allocation
+	 * left on the fault's path is then the record's.
+	 */
+	ASSERT_EQ(populate(self->fd, 59, 59), PAGE);
+	ASSERT_EQ(populate(self->fd, 61, 61), PAGE);
+	EXPECT_TRUE(check(self->mem + 59 * PAGE, PAGE, 59));
+	EXPECT_TRUE(check(self->mem + 61 * PAGE, PAGE, 61));
+	ASSERT_TRUE(inject_setup("failslab", 1));
+	memset(&t, 0, sizeof(t));
+	t.addr = self->mem + 60 * PAGE;
+	ASSERT_EQ(pthread_create(&t.thread, NULL, failing_toucher_fn, &t), 0);
+
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	ASSERT_EQ(handler_wait(&h, 60000), 1);
+	EXPECT_EQ(h.faults[0].offset, 60 * PAGE);
+	/* The injected failure was taken, on the record's allocation. */
+	EXPECT_EQ(inject_times_left("failslab"), 0);
+	ASSERT_EQ(populate(self->fd, 60, 60), PAGE);
+	pthread_join(t.thread, NULL);
+	ASSERT_EQ(t.result, PAGE) TH_LOG("%s", strerror(t.err));
+	EXPECT_TRUE(check(t.copy, PAGE, 60));
+	handler_close(&h);
+}
+
 TEST(not_userfault)
 {
 	int vm = create_vm(), fd;

@@ -16,8 +16,20 @@
 
 #include <linux/const.h>
 #include <linux/ioctl.h>
-#include <linux/kvm.h>
 #include <linux/types.h>
+
+/*
+ * The ioctls are KVM's (KVMIO, 0xAE), issued on a guest_memfd. The value is
+ * spelled out so that this header stands on its own: <linux/kvm.h> is not
+ * there on every architecture.
+ */
+#define GMEMUF_IOC_TYPE		0xAE
+
+/*
+ * The largest userfault guest_memfd, 32 TiB: KVM_CREATE_GUEST_MEMFD fails
+ * with EFBIG for a bigger one with GUEST_MEMFD_FLAG_USERFAULT.
+ */
+#define GMEMUF_SIZE_MAX		(_ULL(1) << 45)
 
 /*
  * KVM_CHECK_EXTENSION(KVM_CAP_GUEST_MEMFD_USERFAULT) returns a mask of the
@@ -67,19 +79,19 @@ struct gmemuf_bitmap {
  * contents: they are removed from every userspace mapping and from the
  * stage-2 page tables of every VM, and the next access to them waits.
  */
-#define GMEMUF_IOC_ARM		_IOWR(KVMIO, 0xf0, struct gmemuf_range)
+#define GMEMUF_IOC_ARM		_IOWR(GMEMUF_IOC_TYPE, 0xf0, struct gmemuf_range)
 /*
  * Mark a range present without populating it. Tasks waiting for its pages
  * are woken and see zero-filled pages, as in a guest_memfd without
  * userfault. The contents of pages already present are kept.
  */
-#define GMEMUF_IOC_DISARM	_IOWR(KVMIO, 0xf1, struct gmemuf_range)
+#define GMEMUF_IOC_DISARM	_IOWR(GMEMUF_IOC_TYPE, 0xf1, struct gmemuf_range)
 /*
  * Populate the missing pages of a range with zeroes, as pwrite() of zeroes
  * would: it stops at the first page already present (EEXIST if that is
  * the first page of the range).
  */
-#define GMEMUF_IOC_ZERO		_IOWR(KVMIO, 0xf2, struct gmemuf_range)
+#define GMEMUF_IOC_ZERO		_IOWR(GMEMUF_IOC_TYPE, 0xf2, struct gmemuf_range)
 /*
  * Wake the tasks waiting for pages of a range. Tasks that faulted on a
  * mapping wait again if their page is still missing; vCPUs run their fault
@@ -87,16 +99,16 @@ struct gmemuf_bitmap {
  * wait again (with no second record) if it still needs a missing page.
  * Nothing else changes.
  */
-#define GMEMUF_IOC_WAKE		_IOWR(KVMIO, 0xf3, struct gmemuf_range)
+#define GMEMUF_IOC_WAKE		_IOWR(GMEMUF_IOC_TYPE, 0xf3, struct gmemuf_range)
 /* Read which pages of a range are missing, and how many. */
-#define GMEMUF_IOC_GET_BITMAP	_IOWR(KVMIO, 0xf4, struct gmemuf_bitmap)
+#define GMEMUF_IOC_GET_BITMAP	_IOWR(GMEMUF_IOC_TYPE, 0xf4, struct gmemuf_bitmap)
 /*
  * Attach a handler: returns a new file descriptor (close-on-exec), the
  * handler file, on which the handler fetches faults with GMEMUF_CMD_FETCH.
  * The argument must be 0. Faults delivered to a handler and not resolved
  * when its handler file is released are delivered again to other handlers.
  */
-#define GMEMUF_IOC_HANDLER	_IO(KVMIO, 0xf5)
+#define GMEMUF_IOC_HANDLER	_IO(GMEMUF_IOC_TYPE, 0xf5)
 
 /* A fault, as a handler fetches it. */
 struct gmemuf_fault {
@@ -130,6 +142,6 @@ struct gmemuf_fetch {
 };
 
 #define GMEMUF_FETCH_MAX	1024
-#define GMEMUF_CMD_FETCH	_IOWR(KVMIO, 0xf8, struct gmemuf_fetch)
+#define GMEMUF_CMD_FETCH	_IOWR(GMEMUF_IOC_TYPE, 0xf8, struct gmemuf_fetch)
 
 #endif /* _UAPI_LINUX_GMEMUF_H */
