@@ -120,7 +120,7 @@ demo: kernel initramfs
 		--logs $(O)/logs --timeout $(VM_TIMEOUT) --mode demo
 
 shell: kernel initramfs
-	qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 2G -nographic -no-reboot \
+	qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 4G -nographic -no-reboot \
 		-kernel $$(cat $(O)/bzImage-debug.path) \
 		-initrd $(O)/initramfs.cpio.gz \
 		-append "console=ttyS0 panic=-1 gmemuf.mode=shell"

@@ -55,6 +55,11 @@ class ScanConsole(unittest.TestCase):
         self.assertEqual([k for k, _, _ in self.scan("hung.console")],
                          ["hung task"])
 
+    def test_kmemleak_after_the_tests(self):
+        self.assertEqual([(k, t) for k, _, t in
+                          self.scan("kmemleak.console")],
+                         [("kmemleak", "kmemleak")])
+
     def test_rcu_stall_after_a_test(self):
         self.assertEqual([(k, t) for k, _, t in self.scan("rcu.console")],
                          [("rcu stall", "after gmem_canary_test")])

@@ -7,8 +7,9 @@ its output, bracketed by markers, to the second serial port; the kernel
 console goes to the first. This script keeps both in files, turns the test
 output into results (TAP where a test prints it, the exit status where it
 does not), and scans the whole console for kernel reports: any WARN, BUG,
-Oops, KASAN or UBSAN report, lockdep splat, hung task, RCU stall or panic
-fails the run, and is blamed on the test that was running.
+Oops, KASAN or UBSAN report, lockdep splat, hung task, RCU stall, panic or
+kmemleak report fails the run, and is blamed on the test that was running
+(kmemleak's, from the scan after the last test, on "kmemleak").
 
 It ends with one line, "N passed, N failed, N skipped", and exits 1 if
 anything failed.
@@ -45,6 +46,7 @@ REPORTS = [
     ("hung task", re.compile(r"^INFO: task .* blocked for more than")),
     ("rcu stall", re.compile(r"rcu.*detected stall")),
     ("panic", re.compile(r"^Kernel panic")),
+    ("kmemleak", re.compile(r"^kmemleak: \d+ new suspected memory leaks")),
 ]
 
 MARK_BEGIN = re.compile(r"^# gmemuf-begin (\S+)")
@@ -222,7 +224,7 @@ def qemu_command(args, test_log):
         append.append(f"gmemuf.only={args.only}")
     if args.append:
         append.append(args.append)
-    return [args.qemu, "-M", "q35", "-cpu", "max", "-smp", "2", "-m", "2G",
+    return [args.qemu, "-M", "q35", "-cpu", "max", "-smp", "2", "-m", "4G",
             "-nographic", "-no-reboot", "-monitor", "none",
             "-kernel", args.kernel, "-initrd", args.initrd,
             "-append", " ".join(append),
