@@ -24,9 +24,10 @@
  *   @nr entries (gmemuf_populate_batch(), gmemuf_prefetch()) may be empty,
  *   and then nothing is done and 0 returned;
  * - a NULL pointer where one is needed, an out-of-range queue and the like
- *   are -EINVAL: no call crashes on them (but the prep helpers, which
- *   return nothing, ignore a NULL @sqe); a non-NULL buffer that cannot be
- *   read or written is -EFAULT;
+ *   are -EINVAL: no call crashes on them, and the functions that return
+ *   nothing ignore NULL (gmemuf_handler_stop(), gmemuf_handler_destroy(),
+ *   the prep helpers' @sqe); a non-NULL buffer that cannot be read or
+ *   written is -EFAULT;
  * - -EOPNOTSUPP means that the kernel has no guest_memfd userfault (or not
  *   the part asked for), or that the file is not a userfault guest_memfd;
  * - a page that is already present is never an error for the populate and
