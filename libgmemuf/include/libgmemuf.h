@@ -549,9 +549,9 @@ int gmemuf_handler_wait(struct gmemuf_handler *handler, unsigned int queue,
  * submitted. A page present already is not an error.
  *
  * Return: 0, or a negative errno: -EINVAL (@handler or @page NULL, @queue
- * out of range, @offset not aligned), -ENOMEM (no room to keep the fault should the populate fail),
- * or the error of submitting a full ring. On an error nothing is queued:
- * the fault is still the caller's to resolve.
+ * out of range, @offset not aligned), -ENOMEM (no room to keep the fault
+ * should the populate fail), or the error of submitting a full ring. On an
+ * error nothing is queued: the fault is still the caller's to resolve.
  *
  * Thread-safety: from the thread that serves @queue.
  */

@@ -98,10 +98,10 @@ static void reap(struct gmemuf_handler *h, struct queue *q);
  */
 static void drop_unsubmitted(struct queue *q)
 {
-	unsigned int i, head = q->ring.sq.sqe_tail - io_uring_sq_ready(&q->ring);
+	unsigned int i, tail = q->ring.sq.sqe_tail;
 	const struct io_uring_sqe *sqe;
 
-	for (i = head; i != q->ring.sq.sqe_tail; i++) {
+	for (i = tail - io_uring_sq_ready(&q->ring); i != tail; i++) {
 		sqe = &q->ring.sq.sqes[i & q->ring.sq.ring_mask];
 		if ((sqe->user_data & TAG_MASK) == TAG_POPULATE)
 			q->inflight--;
@@ -173,7 +173,7 @@ static void *make_rings(void *arg)
 
 	for (i = 0; i < h->nr_queues; i++) {
 		q = h->q[i];
-		/* The CQ (twice the SQ) holds every populate, the fetch, the poll. */
+		/* Its CQ (twice the SQ) holds every populate, fetch, poll. */
 		m->ret = io_uring_queue_init(h->depth, &q->ring, 0);
 		if (m->ret)
 			break;
