@@ -116,12 +116,17 @@ for std in c++11 c++17; do
 		-c "$tmp/strict.c" -o "$tmp/strict.o" ||
 		fail "libgmemuf.h does not build with -std=$std"
 done
-LD_LIBRARY_PATH=$dest$prefix/lib "$tmp/user-shared" | grep -q userfault ||
+# Whole outputs to files, then grep: with pipefail, a grep -q that exits
+# at its first match can kill the writer with SIGPIPE and fail the pipeline.
+LD_LIBRARY_PATH=$dest$prefix/lib "$tmp/user-shared" >"$tmp/out-shared" ||
 	fail "the shared-linked program failed"
-ldd "$tmp/user-shared" | grep -q "libgmemuf.so.0 => $dest$prefix/lib" ||
-	LD_LIBRARY_PATH=$dest$prefix/lib ldd "$tmp/user-shared" |
-	grep -q "libgmemuf.so.0 => $dest$prefix/lib" || fail "not linked to libgmemuf.so.0"
-"$tmp/user-static" | grep -q userfault || fail "the static program failed"
+grep -q userfault "$tmp/out-shared" || fail "the shared-linked program failed"
+LD_LIBRARY_PATH=$dest$prefix/lib ldd "$tmp/user-shared" >"$tmp/ldd" ||
+	fail "ldd failed"
+grep -q "libgmemuf.so.0 => $dest$prefix/lib" "$tmp/ldd" ||
+	fail "not linked to libgmemuf.so.0"
+"$tmp/user-static" >"$tmp/out-static" || fail "the static program failed"
+grep -q userfault "$tmp/out-static" || fail "the static program failed"
 # The fallbacks, against the system's headers, and the kernel's values.
 cat >"$tmp/values.c" <<'EOF'
 #include <stdio.h>
