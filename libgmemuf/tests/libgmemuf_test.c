@@ -30,6 +30,12 @@
 #define PAGE		((uint64_t)GMEMUF_PAGE_SIZE)
 #define NPAGES		1024
 #define SIZE		(NPAGES * PAGE)
+/*
+ * Seconds for the tests that fault on every page of the file from many
+ * threads: under TCG on a loaded machine they take far more than the
+ * harness's default of 30.
+ */
+#define HEAVY_TIMEOUT	300
 
 static int open_vm(void)
 {
@@ -621,7 +627,7 @@ static void *runner_fn(void *arg)
 	return NULL;
 }
 
-TEST_F(lib, handler_run_with_callback)
+TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { .nr_queues = 2, .batch = 16 };
 	static struct toucher t[256];
@@ -664,7 +670,7 @@ TEST_F(lib, handler_run_with_callback)
  * 16 rounds of 64 threads faulting at once; in the first, the handler
  * starts once all 64 wait, so that its first batch is a full one.
  */
-TEST_F(lib, handler_batches_bigger_than_its_ring)
+TEST_F_TIMEOUT(lib, handler_batches_bigger_than_its_ring, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { .queue_depth = 4, .batch = 32 };
 	static struct toucher t[64];
@@ -1245,7 +1251,7 @@ static void *serve_counting_fn(void *arg)
  * Prefetch of the whole file while threads fault on pages of it: every
  * page is installed once, by one or the other, and neither fails.
  */
-TEST_F(lib, prefetch_alongside_demand_faults)
+TEST_F_TIMEOUT(lib, prefetch_alongside_demand_faults, HEAVY_TIMEOUT)
 {
 	static struct source src = { .fail_after = -1 };
 	static uint64_t order[NPAGES];
