@@ -309,10 +309,11 @@ int gmemuf_handler_open(int fd);
  * Keep rings off vCPU threads. The kernel runs part of io_uring's work in
  * the tasks that use a ring, as task work queued with TWA_SIGNAL, which
  * makes signal_pending() true in the task until it next returns to
- * userspace: completions, in the task that submitted the request, and the
- * teardown of a ring (once its last file descriptor is closed, or at exit),
- * in every task that created the ring or submitted to it, even one that has
- * not touched it for long. A thread inside KVM_RUN then, or entering it
+ * userspace: many completions (fetches, polls) and the start of io-wq
+ * workers, in the task that submitted the request; and the teardown of a
+ * ring (once its last file descriptor is closed, or at exit), in every task
+ * that created the ring or submitted to it, even one that has not touched
+ * it for long. A thread inside KVM_RUN then, or entering it
  * before it has returned to userspace, gets EINTR from KVM_RUN (exit reason
  * KVM_EXIT_INTR) with no signal sent. So create, submit to and close these
  * rings from threads that run no vCPU; a vCPU thread that must (or that
