@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <linux/kvm.h>
 #include <libgmemuf.h>
 
@@ -575,6 +576,75 @@ TEST_F(lib, handler_params_and_no_leaks)
 	EXPECT_EQ(gmemuf_handler_open(self->fd), -ENOSPC);
 	gmemuf_handler_destroy(h);
 	EXPECT_EQ(count_fds(), nfds);
+}
+
+static int highest_fd(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int fd, top = -1;
+
+	while (d && (e = readdir(d))) {
+		fd = atoi(e->d_name);
+		if (fd > top)
+			top = fd;
+	}
+	if (d)
+		closedir(d);
+	return top;
+}
+
+/*
+ * Creation failing at each step (the eventfd, a handler file, a ring) for
+ * want of file descriptors: -EMFILE, and nothing left open or attached.
+ */
+TEST_F(lib, handler_create_undoes_every_step)
+{
+	struct gmemuf_handler_params p = { .nr_queues = 2, .queue_depth = 4 };
+	struct gmemuf_handler *h;
+	struct rlimit old, lim;
+	int nfds, top, extra, ret, failed = 0, made = 0, gaps[64], nr_gaps;
+
+	ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+	top = highest_fd();
+	ASSERT_GE(top, 0);
+	/* Fill the gaps below the highest: new descriptors go above it. */
+	for (nr_gaps = 0; nr_gaps < 64; nr_gaps++) {
+		gaps[nr_gaps] = dup(self->fd);
+		ASSERT_GE(gaps[nr_gaps], 0);
+		if (gaps[nr_gaps] > top) {
+			close(gaps[nr_gaps]);
+			break;
+		}
+	}
+	ASSERT_LT(nr_gaps, 64);
+	nfds = count_fds();
+	/* The eventfd, two handler files and two rings: 5 descriptors. */
+	for (extra = 0; extra <= 5; extra++) {
+		lim = old;
+		lim.rlim_cur = top + 1 + extra;
+		ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
+		h = (void *)1;
+		ret = gmemuf_handler_create(self->fd, &p, &h);
+		ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+		if (ret) {
+			EXPECT_EQ(ret, -EMFILE) TH_LOG("extra %d", extra);
+			EXPECT_EQ(h, NULL);
+			failed++;
+		} else {
+			gmemuf_handler_destroy(h);
+			made++;
+		}
+		EXPECT_EQ(count_fds(), nfds) TH_LOG("extra %d", extra);
+	}
+	EXPECT_EQ(failed, 5);
+	EXPECT_EQ(made, 1);
+	while (nr_gaps--)
+		close(gaps[nr_gaps]);
+	/* No handler file was left attached: all 256 fit. */
+	p = (struct gmemuf_handler_params){ .nr_queues = 256, .queue_depth = 4 };
+	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	gmemuf_handler_destroy(h);
 }
 
 /* What the callback of the threads of handler_run_with_callback shares. */
