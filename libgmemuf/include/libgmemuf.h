@@ -19,6 +19,15 @@
  * - errors are returned as a negative errno, never through errno; the
  *   library never prints, aborts or exits; gmemuf_strerror() names them;
  * - offsets and lengths are in bytes and multiples of GMEMUF_PAGE_SIZE;
+ * - a range (@offset, @len) is never empty: @len 0 is -EINVAL for every
+ *   call that takes one, as for the kernel's range ioctls; an array of
+ *   @nr entries (gmemuf_populate_batch(), gmemuf_prefetch()) may be empty,
+ *   and then nothing is done and 0 returned;
+ * - a NULL pointer where one is needed, an out-of-range queue and the like
+ *   are -EINVAL: no call crashes on them, and the functions that return
+ *   nothing ignore NULL (gmemuf_handler_stop(), gmemuf_handler_destroy(),
+ *   the prep helpers' @sqe); a non-NULL buffer that cannot be read or
+ *   written is -EFAULT;
  * - -EOPNOTSUPP means that the kernel has no guest_memfd userfault (or not
  *   the part asked for), or that the file is not a userfault guest_memfd;
  * - a page that is already present is never an error for the populate and
@@ -30,11 +39,18 @@
 #ifndef LIBGMEMUF_H
 #define LIBGMEMUF_H
 
+/*
+ * <liburing.h> first: it defines _XOPEN_SOURCE and _GNU_SOURCE for the
+ * sigset_t and cpu_set_t of its prototypes, which a strict -std=c11 or
+ * -std=c99 build does not otherwise see. That only works before the first
+ * libc header: a program built with -std=c11 includes <libgmemuf.h> (or
+ * <liburing.h>) before any other, or defines _GNU_SOURCE itself.
+ */
+#include <liburing.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <liburing.h>
 #include <libgmemuf/gmemuf.h>
 
 #ifdef __cplusplus
@@ -190,8 +206,8 @@ int64_t gmemuf_count_missing(int fd, uint64_t offset, uint64_t len);
  * present already is left alone.
  *
  * Return: 1 if this call populated the page, 0 if it was present already,
- * or a negative errno: -EINVAL (offset not aligned or past the end),
- * -EFAULT (@page cannot be read), -EINTR (a fatal signal), -ENOMEM,
+ * or a negative errno: -EINVAL (offset not aligned or past the end, @page
+ * NULL), -EFAULT (@page cannot be read), -EINTR (a fatal signal), -ENOMEM,
  * -EOPNOTSUPP (@fd is not a userfault guest_memfd).
  *
  * Thread-safety: safe: of populates racing for one page, one installs it.
@@ -209,7 +225,9 @@ int gmemuf_populate(int fd, uint64_t offset, const void *page);
  *
  * Return: the number of pages this call populated, or a negative errno (those
  * of gmemuf_populate()), in which case the pages before the one that failed
- * may have been populated.
+ * may have been populated. -EINVAL for an empty range (@len 0), a @len or
+ * @offset not aligned, a range past the end of the file, or @buf NULL:
+ * then nothing was populated.
  *
  * Thread-safety: safe.
  */
@@ -231,9 +249,12 @@ struct gmemuf_page {
  * Runs of pages that follow each other in the file are written with one
  * pwritev() each; pages already present are skipped.
  *
- * Return: the number of pages this call populated, or a negative errno
- * (those of gmemuf_populate()), in which case some pages may have been
- * populated.
+ * Return: the number of pages this call populated (0 if @nr is 0), or a
+ * negative errno (those of gmemuf_populate()), in which case some pages may
+ * have been populated. -EINVAL for @pages NULL (with @nr not 0), or an
+ * entry whose offset is not aligned or whose data is NULL, is checked
+ * before anything is written: nothing was populated then. An offset past
+ * the end of the file is -EINVAL too, after the entries before its run.
  *
  * Thread-safety: safe.
  */
@@ -247,7 +268,10 @@ int64_t gmemuf_populate_batch(int fd, const struct gmemuf_page *pages,
  *
  * As gmemuf_populate_range() from a buffer of zeroes, without the buffer.
  *
- * Return: the number of pages this call zero-filled, or a negative errno.
+ * Return: the number of pages this call zero-filled, or a negative errno:
+ * -EINVAL (the range is empty, not aligned or past the end of the file:
+ * nothing was done), -EINTR (a fatal signal), -ENOMEM, -EOPNOTSUPP,
+ * -EBADF; the pages before one that failed may have been zero-filled.
  *
  * Thread-safety: safe.
  */
@@ -281,11 +305,24 @@ int gmemuf_handler_open(int fd);
  * A handler keeps at least one fetch parked on each of its handler files:
  * the kernel completes it when there are faults; resubmit it, together with
  * the populates of the faults it delivered, in one io_uring_enter().
+ *
+ * Keep rings off vCPU threads. The kernel runs part of io_uring's work in
+ * the tasks that use a ring, as task work queued with TWA_SIGNAL, which
+ * makes signal_pending() true in the task until it next returns to
+ * userspace: many completions (fetches, polls) and the start of io-wq
+ * workers, in the task that submitted the request; and the teardown of a
+ * ring (once its last file descriptor is closed, or at exit), in every task
+ * that created the ring or submitted to it, even one that has not touched
+ * it for long. A thread inside KVM_RUN then, or entering it
+ * before it has returned to userspace, gets EINTR from KVM_RUN (exit reason
+ * KVM_EXIT_INTR) with no signal sent. So create, submit to and close these
+ * rings from threads that run no vCPU; a vCPU thread that must (or that
+ * did once) takes such an EINTR as a spurious exit and enters KVM_RUN again.
  */
 
 /**
  * gmemuf_prep_fetch() - prepare an SQE that fetches fault records
- * @sqe: the SQE, from io_uring_get_sqe().
+ * @sqe: the SQE, from io_uring_get_sqe(); NULL (a full SQ) is ignored.
  * @handler_fd: a handler file (gmemuf_handler_open()).
  * @faults: where the kernel writes the records. It belongs to the kernel
  *	from submission until the completion: do not reuse it before.
@@ -293,7 +330,8 @@ int gmemuf_handler_open(int fd);
  *
  * The command stays parked until there are faults; it then completes with
  * every record that arrived, up to @nr. Decode the completion with
- * gmemuf_fetch_result().
+ * gmemuf_fetch_result(). The arguments are checked by the kernel: @faults
+ * NULL, or @nr 0 or above GMEMUF_FETCH_MAX, complete with -EINVAL.
  *
  * Thread-safety: as io_uring_get_sqe() on the ring.
  */
@@ -301,12 +339,15 @@ static inline void gmemuf_prep_fetch(struct io_uring_sqe *sqe, int handler_fd,
 				     struct gmemuf_fault *faults,
 				     unsigned int nr)
 {
-	struct gmemuf_fetch fetch = {
-		.addr = (uint64_t)(uintptr_t)faults,
-		.nr = nr,
-		.flags = 0,
-	};
+	struct gmemuf_fetch fetch;
 
+	if (!sqe)
+		return;
+
+	/* Not a designated initializer: C++ before C++20 has none. */
+	memset(&fetch, 0, sizeof(fetch));
+	fetch.addr = (uint64_t)(uintptr_t)faults;
+	fetch.nr = nr;
 	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, handler_fd, NULL, 0, 0);
 	/* cmd_op shares its place with the offset that prep_rw cleared. */
 	sqe->cmd_op = GMEMUF_CMD_FETCH;
@@ -321,16 +362,18 @@ static inline void gmemuf_prep_fetch(struct io_uring_sqe *sqe, int handler_fd,
  * Return: the number of fault records the kernel wrote at the start of the
  * fetch's array, 1 to @nr, or a negative errno: -ECANCELED (the ring or the
  * task that submitted the fetch is going away: the faults go to another
- * handler, resubmit from a live ring and task), -EINVAL (a bad fetch),
- * -EOPNOTSUPP (not a handler file), -EFAULT (the array cannot be written:
- * the records stay pending for the next fetch), -EPROTO (more records than
- * @nr, or none: not a fetch completion).
+ * handler, resubmit from a live ring and task), -EINVAL (a bad fetch, or
+ * @cqe NULL), -EOPNOTSUPP (not a handler file), -EFAULT (the array cannot
+ * be written: the records stay pending for the next fetch), -EPROTO (more
+ * records than @nr, or none: not a fetch completion).
  *
  * Thread-safety: safe.
  */
 static inline int gmemuf_fetch_result(const struct io_uring_cqe *cqe,
 				      unsigned int nr)
 {
+	if (!cqe)
+		return -EINVAL;
 	if (cqe->res < 0)
 		return cqe->res;
 	if (cqe->res == 0 || (unsigned int)cqe->res > nr)
@@ -340,15 +383,19 @@ static inline int gmemuf_fetch_result(const struct io_uring_cqe *cqe,
 
 /**
  * gmemuf_prep_populate() - prepare an SQE that populates pages
- * @sqe: the SQE, from io_uring_get_sqe().
+ * @sqe: the SQE, from io_uring_get_sqe(); NULL (a full SQ) is ignored.
  * @fd: a userfault guest_memfd.
  * @offset: the offset of the first page.
  * @buf: @nr_pages pages of contents, readable until the completion.
- * @nr_pages: how many pages follow each other from @offset.
+ * @nr_pages: how many pages follow each other from @offset, 1 to
+ *	INT_MAX / GMEMUF_PAGE_SIZE (the most one write can take).
  *
  * An io_uring WRITE, with the semantics of pwrite() on the guest_memfd: it
  * stops at the first page present. Decode the completion with
- * gmemuf_populate_result().
+ * gmemuf_populate_result(). A populate of no pages (@nr_pages 0), of too
+ * many, or from @buf NULL completes with -EINVAL, as every empty range
+ * does in this library (a write of 0 bytes would complete with 0, which
+ * reads as a present page).
  *
  * Thread-safety: as io_uring_get_sqe() on the ring.
  */
@@ -356,7 +403,14 @@ static inline void gmemuf_prep_populate(struct io_uring_sqe *sqe, int fd,
 					uint64_t offset, const void *buf,
 					unsigned int nr_pages)
 {
-	io_uring_prep_write(sqe, fd, buf, nr_pages * GMEMUF_PAGE_SIZE, offset);
+	unsigned int len = nr_pages * GMEMUF_PAGE_SIZE;
+
+	if (!sqe)
+		return;
+	/* One byte, which the kernel refuses (EINVAL) as not page-aligned. */
+	if (!buf || !nr_pages || nr_pages > 0x7fffffffu / GMEMUF_PAGE_SIZE)
+		len = 1;
+	io_uring_prep_write(sqe, fd, buf, len, offset);
 }
 
 /**
@@ -364,7 +418,8 @@ static inline void gmemuf_prep_populate(struct io_uring_sqe *sqe, int fd,
  * @cqe: the completion of an SQE of gmemuf_prep_populate().
  *
  * Return: the number of pages populated from the first one on, or a
- * negative errno (those of gmemuf_populate()). 0 means that the first page
+ * negative errno (those of gmemuf_populate(); -EINVAL for @cqe NULL).
+ * 0 means that the first page
  * was present already; fewer pages than asked for means that the page after
  * the last one populated was present (or, rarely, a signal or a bad
  * buffer): submit the rest again from there to know.
@@ -373,6 +428,8 @@ static inline void gmemuf_prep_populate(struct io_uring_sqe *sqe, int fd,
  */
 static inline int gmemuf_populate_result(const struct io_uring_cqe *cqe)
 {
+	if (!cqe)
+		return -EINVAL;
 	if (cqe->res == -EEXIST)
 		return 0;
 	if (cqe->res < 0)
@@ -385,14 +442,22 @@ static inline int gmemuf_populate_result(const struct io_uring_cqe *cqe)
  *
  * It has nr_queues queues, each a handler file and an io_uring of its own
  * with one fetch parked. Each queue is served by one thread (the caller's:
- * the library starts none), either with gmemuf_handler_run() and a
- * callback, or with a loop of gmemuf_handler_wait() that the caller drives.
- * Keep a queue on one thread: the kernel completes a fetch in the context
- * of the thread that submitted it, and cancels it when that thread exits
- * (the library then submits it again, and its faults are not lost).
+ * the library keeps none of its own), either with gmemuf_handler_run() and
+ * a callback, or with a loop of gmemuf_handler_wait() that the caller
+ * drives. Keep a queue on one thread: the kernel completes a fetch in the
+ * context of the thread that submitted it, and cancels it when that thread
+ * exits (the library then submits it again, and its faults are not lost).
  * Faults are resolved with gmemuf_handler_populate(), which queues
  * the populate on the queue's ring, to be submitted together with the next
  * fetch; or by any other populate call, from any thread.
+ *
+ * Only the threads that serve queues (gmemuf_handler_wait(), _populate(),
+ * _run()) submit to the rings, so only they get the io_uring task work
+ * described under "Bring your own ring": serve queues from threads that
+ * run no vCPU. gmemuf_handler_create() creates the rings on a short-lived
+ * thread of the library's own, and gmemuf_handler_destroy() closes them
+ * without submitting: neither leaves task work, or a pending signal, in
+ * the calling thread, which may be a vCPU thread.
  */
 struct gmemuf_handler;
 
@@ -411,10 +476,11 @@ struct gmemuf_handler_params {
  * @params: NULL for the defaults, or the sizes (zeroes are defaults).
  * @handler: set to the new handler.
  *
- * Return: 0, or a negative errno: -EINVAL (@params out of range, or flags
- * or reserved fields set), -EOPNOTSUPP, -ENOSPC (too many handler files on
- * @fd), -ENOMEM, -EMFILE, or what io_uring_queue_init() failed with.
- * Nothing is left open on failure.
+ * Return: 0, or a negative errno: -EINVAL (@handler NULL, @params out of
+ * range, or flags or reserved fields set), -EBADF, -EOPNOTSUPP, -ENOSPC
+ * (too many handler files on @fd), -ENOMEM, -EMFILE, -EAGAIN (no thread
+ * could be started to create the rings), or what io_uring_queue_init()
+ * failed with. Nothing is left open on failure, and *@handler is NULL.
  *
  * Thread-safety: safe.
  */
@@ -426,10 +492,14 @@ int gmemuf_handler_create(int fd, const struct gmemuf_handler_params *params,
  * @handler: the handler, or NULL.
  *
  * Faults it fetched and that are still missing go to another handler, or
- * to the next one attached. It waits for the populates already submitted,
- * which read their pages until they complete; populates queued and never
- * submitted are dropped: their faults go elsewhere too. A stopped handler
- * still takes new faults until it is destroyed: destroy it promptly.
+ * to the next one attached. Populates queued by gmemuf_handler_populate()
+ * and never submitted (no gmemuf_handler_wait() on their queue since) are
+ * dropped, never submitted: their pages are not read, and their faults go
+ * elsewhere too. Populates already submitted (by a full ring) are waited
+ * for, as they read their pages until they complete: once it returns,
+ * nothing reads a page given to gmemuf_handler_populate(). It submits
+ * nothing. A stopped handler still takes new faults until it is destroyed:
+ * destroy it promptly.
  *
  * Thread-safety: not with any other call on @handler: stop it and join the
  * threads that serve it first.
@@ -447,7 +517,9 @@ void gmemuf_handler_destroy(struct gmemuf_handler *handler);
  * Submits the populates queued on @queue and the queue's fetch, in one
  * system call, then waits until the populates have completed and the fetch
  * has delivered faults, @timeout_ms has passed or the handler is stopped.
- * The data of the populates may be reused once it returns.
+ * The data of the populates may be reused once it returns (but after an
+ * error of the ring, which may leave some in flight: then once a later
+ * wait on @queue returns otherwise, or gmemuf_handler_destroy() returns).
  *
  * A queued populate that failed (for another reason than the page being
  * present) makes it return that error once; its fault is returned again by
@@ -456,8 +528,8 @@ void gmemuf_handler_destroy(struct gmemuf_handler *handler);
  *
  * Return: the number of records at *@faults (1 or more), 0 if none came in
  * @timeout_ms, or a negative errno: -ESHUTDOWN (gmemuf_handler_stop() was
- * called), -EINVAL (@queue out of range), the error of a populate, or of the
- * ring.
+ * called), -EINVAL (@handler or @faults NULL, @queue out of range,
+ * @timeout_ms below -1), the error of a populate, or of the ring.
  *
  * Thread-safety: one thread at a time per queue; queues are independent.
  */
@@ -470,15 +542,17 @@ int gmemuf_handler_wait(struct gmemuf_handler *handler, unsigned int queue,
  * @queue: which of its queues.
  * @offset: the page's offset in the guest_memfd.
  * @page: GMEMUF_PAGE_SIZE bytes, its contents: they must stay readable
- *	until the next gmemuf_handler_wait() on @queue returns.
+ *	until the next gmemuf_handler_wait() on @queue returns, or
+ *	gmemuf_handler_destroy() does.
  *
  * The populate is submitted by the next gmemuf_handler_wait() (or now, if
- * the ring is full). A page present already is not an error.
+ * the ring is full); gmemuf_handler_destroy() drops it if it was not
+ * submitted. A page present already is not an error.
  *
- * Return: 0, or a negative errno: -EINVAL (@queue out of range, @offset not
- * aligned), -ENOMEM (no room to keep the fault should the populate fail),
- * or the error of submitting a full ring. On an error nothing is queued:
- * the fault is still the caller's to resolve.
+ * Return: 0, or a negative errno: -EINVAL (@handler or @page NULL, @queue
+ * out of range, @offset not aligned), -ENOMEM (no room to keep the fault
+ * should the populate fail), or the error of submitting a full ring. On an
+ * error nothing is queued: the fault is still the caller's to resolve.
  *
  * Thread-safety: from the thread that serves @queue.
  */
@@ -495,7 +569,7 @@ int gmemuf_handler_populate(struct gmemuf_handler *handler, unsigned int queue,
  * arranges for them to be resolved later.
  *
  * Return: 0 to go on, or a negative errno that stops gmemuf_handler_run()
- * (which returns it).
+ * (which returns it; a positive value stops it too, as -EINVAL).
  */
 typedef int (*gmemuf_fault_fn)(struct gmemuf_handler *handler,
 			       unsigned int queue,
@@ -512,7 +586,8 @@ typedef int (*gmemuf_fault_fn)(struct gmemuf_handler *handler,
  * Loops on gmemuf_handler_wait() until the handler is stopped.
  *
  * Return: 0 once gmemuf_handler_stop() was called, or a negative errno: the
- * one @fn returned, or one of gmemuf_handler_wait().
+ * one @fn returned (a positive one as -EINVAL), -EINVAL (@fn NULL, or as
+ * gmemuf_handler_wait()), or another of gmemuf_handler_wait().
  *
  * Thread-safety: one thread at a time per queue; queues are independent.
  */
@@ -521,11 +596,15 @@ int gmemuf_handler_run(struct gmemuf_handler *handler, unsigned int queue,
 
 /**
  * gmemuf_handler_stop() - make every wait and run of a handler return
- * @handler: the handler.
+ * @handler: the handler, or NULL (nothing is done).
  *
  * Sticky: every later gmemuf_handler_wait() returns -ESHUTDOWN (after
- * submitting its queued populates and returning the faults already
- * fetched). The handler files stay attached until gmemuf_handler_destroy().
+ * submitting its queued populates, waiting for them, and returning the
+ * faults already fetched), and a wait in progress does so too. It does not
+ * wait for anything itself: the populates that a wait in progress submitted
+ * read their pages until that wait returns; those queued after the last
+ * wait of a queue are dropped by gmemuf_handler_destroy(). The handler
+ * files stay attached until gmemuf_handler_destroy().
  *
  * Thread-safety: safe, from any thread, and async-signal-safe.
  */
@@ -538,7 +617,8 @@ void gmemuf_handler_stop(struct gmemuf_handler *handler);
  * @buf: @nr pages: fill page i with the contents of the page at
  *	@offsets[i].
  *
- * Return: 0, or a negative errno that stops gmemuf_prefetch().
+ * Return: 0, or a negative errno that stops gmemuf_prefetch() (a positive
+ * value stops it too, as -EINVAL).
  */
 typedef int (*gmemuf_prefetch_fn)(void *arg, const uint64_t *offsets,
 				  unsigned int nr, void *buf);
@@ -557,9 +637,10 @@ typedef int (*gmemuf_prefetch_fn)(void *arg, const uint64_t *offsets,
  * A page populated meanwhile by anyone else, demand faults included, is
  * skipped, not an error: prefetch and a handler can run at the same time.
  *
- * Return: the number of pages this call populated, or a negative errno: the
- * one @fn returned, -EINVAL (@batch too big, an offset out of the file or
- * not aligned), -ENOMEM, or those of gmemuf_populate().
+ * Return: the number of pages this call populated (0 if @nr is 0), or a
+ * negative errno: the one @fn returned, -EINVAL (@fn NULL, @order NULL with
+ * @nr not 0, @batch too big, an offset out of the file or not aligned),
+ * -ENOMEM, or those of gmemuf_populate().
  *
  * Thread-safety: safe, if @fn is.
  */

@@ -163,6 +163,8 @@ int gmemuf_populate(int fd, uint64_t offset, const void *page)
 {
 	struct iovec iov = { (void *)page, GMEMUF_PAGE_SIZE };
 
+	if (!page)
+		return -EINVAL;
 	return (int)populate_iov(fd, offset, &iov, 1);
 }
 
@@ -171,10 +173,10 @@ int64_t gmemuf_populate_range(int fd, uint64_t offset, const void *buf,
 {
 	struct iovec iov = { (void *)buf, (size_t)len };
 
-	if (!page_aligned(offset) || !page_aligned(len) || len > SSIZE_MAX)
+	/* An empty range is invalid, as for the kernel's range ioctls. */
+	if (!buf || !len || !page_aligned(offset) || !page_aligned(len) ||
+	    len > SSIZE_MAX)
 		return -EINVAL;
-	if (!len)
-		return 0;
 	return populate_iov(fd, offset, &iov, 1);
 }
 
@@ -186,12 +188,17 @@ int64_t gmemuf_populate_batch(int fd, const struct gmemuf_page *pages,
 {
 	struct iovec iov[BATCH_IOV];
 	int64_t populated = 0, ret;
-	size_t i = 0;
+	size_t i;
 	int cnt;
 
-	while (i < nr) {
-		if (!page_aligned(pages[i].offset))
+	/* All checked first: -EINVAL populates nothing. */
+	if (nr && !pages)
+		return -EINVAL;
+	for (i = 0; i < nr; i++)
+		if (!page_aligned(pages[i].offset) || !pages[i].data)
 			return -EINVAL;
+	i = 0;
+	while (i < nr) {
 		/* The run of pages that follow each other in the file. */
 		for (cnt = 0; cnt < BATCH_IOV && i + cnt < nr; cnt++) {
 			if (cnt && pages[i + cnt].offset !=
@@ -215,7 +222,8 @@ int64_t gmemuf_zero(int fd, uint64_t offset, uint64_t len)
 	int64_t zeroed = 0;
 	int ret;
 
-	if (!page_aligned(offset) || !page_aligned(len))
+	/* Not left to the loop, which would take an empty range as done. */
+	if (!len || !page_aligned(offset) || !page_aligned(len))
 		return -EINVAL;
 	/* As populate_iov(): GMEMUF_IOC_ZERO stops at a present page. */
 	while (pos < len) {

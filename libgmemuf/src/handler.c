@@ -4,9 +4,18 @@
  * with one fetch parked, populates queued on the same ring and submitted
  * with the next fetch, and a poll on the handler's stop eventfd so that
  * gmemuf_handler_stop() wakes every queue.
+ *
+ * The rings are created on a thread of the library's own, which exits
+ * before gmemuf_handler_create() returns, and destroyed without submitting
+ * anything: the kernel tears an io_uring down with task work (TWA_SIGNAL)
+ * on every task that created it or submitted to it, which makes
+ * signal_pending() true there, and a vCPU thread would see KVM_RUN fail
+ * with EINTR. Only the threads that serve the queues ever submit.
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -81,19 +90,41 @@ static int check_params(const struct gmemuf_handler_params *p,
 
 static void reap(struct gmemuf_handler *h, struct queue *q);
 
+/*
+ * Populates queued on @q and never submitted, now dropped: their SQEs are
+ * past the kernel's SQ head, and the ring is closed without submitting
+ * them. Their faults go to another handler, as those of every populate the
+ * handler did not complete.
+ */
+static void drop_unsubmitted(struct queue *q)
+{
+	unsigned int i, tail = q->ring.sq.sqe_tail;
+	const struct io_uring_sqe *sqe;
+
+	for (i = tail - io_uring_sq_ready(&q->ring); i != tail; i++) {
+		sqe = &q->ring.sq.sqes[i & q->ring.sq.ring_mask];
+		if ((sqe->user_data & TAG_MASK) == TAG_POPULATE)
+			q->inflight--;
+	}
+}
+
 static void queue_free(struct gmemuf_handler *h, struct queue *q)
 {
+	struct io_uring_cqe *cqe;
 	int ret;
 
 	if (!q)
 		return;
+	if (q->ring_ready)
+		drop_unsubmitted(q);
 	/*
-	 * Populates run in io-wq and read the caller's pages until they
-	 * complete, which closing the ring does not wait for: wait for them
-	 * here. They never wait for faults, so this is bounded.
+	 * Populates submitted run in io-wq and read the caller's pages until
+	 * they complete, which closing the ring does not wait for: wait for
+	 * them here, submitting nothing. They never wait for faults, so this
+	 * is bounded.
 	 */
 	while (q->ring_ready && q->inflight) {
-		ret = io_uring_submit_and_wait(&q->ring, 1);
+		ret = io_uring_wait_cqe(&q->ring, &cqe);
 		if (ret < 0 && ret != -EINTR)
 			break;
 		reap(h, q);
@@ -112,7 +143,6 @@ static void queue_free(struct gmemuf_handler *h, struct queue *q)
 static int queue_new(struct gmemuf_handler *h, struct queue **qp)
 {
 	struct queue *q = calloc(1, sizeof(*q));
-	int ret;
 
 	*qp = q;
 	if (!q)
@@ -125,14 +155,57 @@ static int queue_new(struct gmemuf_handler *h, struct queue **qp)
 	if (!q->fetched || !q->out || !q->retry)
 		return -ENOMEM;
 	q->hfd = gmemuf_handler_open(h->fd);
-	if (q->hfd < 0)
-		return q->hfd;
-	/* The CQ (twice the SQ) holds every populate, the fetch and the poll. */
-	ret = io_uring_queue_init(h->depth, &q->ring, 0);
+	return q->hfd < 0 ? q->hfd : 0;
+}
+
+struct ring_maker {
+	struct gmemuf_handler *h;
+	int ret;
+};
+
+/* The body of the thread that creates the rings, and then exits. */
+static void *make_rings(void *arg)
+{
+	struct ring_maker *m = arg;
+	struct gmemuf_handler *h = m->h;
+	struct queue *q;
+	unsigned int i;
+
+	for (i = 0; i < h->nr_queues; i++) {
+		q = h->q[i];
+		/* Its CQ (twice the SQ) holds every populate, fetch, poll. */
+		m->ret = io_uring_queue_init(h->depth, &q->ring, 0);
+		if (m->ret)
+			break;
+		q->ring_ready = true;
+	}
+	return NULL;
+}
+
+/*
+ * Create the rings on a thread that exits at once, so that no ring of the
+ * handler has the caller's thread as its creator (see the top). Its
+ * signals are blocked: a signal for the process is not taken there.
+ */
+static int create_rings(struct gmemuf_handler *h)
+{
+	struct ring_maker m = { .h = h, .ret = 0 };
+	sigset_t all, old;
+	pthread_t thread;
+	int ret;
+
+	sigfillset(&all);
+	ret = pthread_sigmask(SIG_SETMASK, &all, &old);
 	if (ret)
-		return ret;
-	q->ring_ready = true;
-	return 0;
+		return -ret;
+	ret = pthread_create(&thread, NULL, make_rings, &m);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret)
+		return -ret;
+	ret = pthread_join(thread, NULL);
+	if (ret)
+		return -ret;
+	return m.ret;
 }
 
 void gmemuf_handler_destroy(struct gmemuf_handler *h)
@@ -179,6 +252,9 @@ int gmemuf_handler_create(int fd, const struct gmemuf_handler_params *params,
 		if (ret)
 			goto fail;
 	}
+	ret = create_rings(h);
+	if (ret)
+		goto fail;
 	*handler = h;
 	return 0;
 fail:
@@ -191,6 +267,8 @@ void gmemuf_handler_stop(struct gmemuf_handler *h)
 	uint64_t one = 1;
 	ssize_t ret;
 
+	if (!h)
+		return;
 	atomic_store(&h->stopped, true);
 	/*
 	 * Completes the poll of every queue. It can only fail with EAGAIN,
@@ -346,7 +424,7 @@ int gmemuf_handler_wait(struct gmemuf_handler *h, unsigned int queue,
 	struct queue *q;
 	int ret;
 
-	if (!h || queue >= h->nr_queues || !faults)
+	if (!h || queue >= h->nr_queues || !faults || timeout_ms < -1)
 		return -EINVAL;
 	q = h->q[queue];
 	*faults = NULL;
@@ -417,7 +495,7 @@ int gmemuf_handler_populate(struct gmemuf_handler *h, unsigned int queue,
 	struct queue *q;
 	int ret;
 
-	if (!h || queue >= h->nr_queues || !page_aligned(offset))
+	if (!h || queue >= h->nr_queues || !page_aligned(offset) || !page)
 		return -EINVAL;
 	q = h->q[queue];
 	/* Bounded, so that every completion fits in the CQ. */
@@ -455,6 +533,6 @@ int gmemuf_handler_run(struct gmemuf_handler *h, unsigned int queue,
 			return n;
 		ret = fn(h, queue, faults, (unsigned int)n, arg);
 		if (ret)
-			return ret;
+			return ret < 0 ? ret : -EINVAL;
 	}
 }

@@ -8,6 +8,8 @@
 #   (the UAPI one too), the pkg-config file and the docs in their places;
 # - a program built with only the installed headers and the system's, its
 #   flags from pkg-config, links and runs, shared and static;
+# - the header builds for a strict consumer: -std=c99, c11, c++11, c++17
+#   with -Wall -Wextra -Werror -pedantic;
 # - the constants the library defines where the system headers lack them
 #   have the values of the patched kernel's headers (HDR).
 #
@@ -82,13 +84,49 @@ cc -Wall -Wextra -Werror -std=gnu11 $cflags "$tmp/user.c" \
 	$(pkg-config --libs libgmemuf) -o "$tmp/user-shared"
 cc -Wall -Wextra -Werror -std=gnu11 -static $cflags "$tmp/user.c" \
 	$(pkg-config --libs --static libgmemuf) -o "$tmp/user-static"
-c++ -Wall -Wextra -Werror -fsyntax-only $cflags -x c++ - <<<'#include <libgmemuf.h>'
-LD_LIBRARY_PATH=$dest$prefix/lib "$tmp/user-shared" | grep -q userfault ||
+# A strict consumer: ISO C99 and C11 (without _GNU_SOURCE, which liburing's
+# header defines itself, before the first libc header) and C++, pedantic,
+# with every inline helper used.
+cat >"$tmp/strict.c" <<'EOF'
+#include <libgmemuf.h>
+#include <stdio.h>
+
+int main(void)
+{
+	struct gmemuf_fault faults[4];
+	struct io_uring_sqe sqe;
+	struct io_uring_cqe cqe;
+	static char page[GMEMUF_PAGE_SIZE];
+
+	memset(&cqe, 0, sizeof(cqe));
+	gmemuf_prep_fetch(&sqe, 3, faults, 4);
+	gmemuf_prep_populate(&sqe, 4, 0, page, 1);
+	cqe.res = (int)GMEMUF_PAGE_SIZE;
+	printf("%d %d %s\n", gmemuf_fetch_result(&cqe, 4),
+	       gmemuf_populate_result(&cqe), gmemuf_strerror(-EINVAL));
+	return 0;
+}
+EOF
+for std in c99 c11 gnu99 gnu11; do
+	cc -std=$std -Wall -Wextra -Werror -pedantic $cflags -c "$tmp/strict.c" \
+		-o "$tmp/strict.o" || fail "libgmemuf.h does not build with -std=$std"
+done
+for std in c++11 c++17; do
+	c++ -std=$std -Wall -Wextra -Werror -pedantic $cflags -x c++ \
+		-c "$tmp/strict.c" -o "$tmp/strict.o" ||
+		fail "libgmemuf.h does not build with -std=$std"
+done
+# Whole outputs to files, then grep: with pipefail, a grep -q that exits
+# at its first match can kill the writer with SIGPIPE and fail the pipeline.
+LD_LIBRARY_PATH=$dest$prefix/lib "$tmp/user-shared" >"$tmp/out-shared" ||
 	fail "the shared-linked program failed"
-ldd "$tmp/user-shared" | grep -q "libgmemuf.so.0 => $dest$prefix/lib" ||
-	LD_LIBRARY_PATH=$dest$prefix/lib ldd "$tmp/user-shared" |
-	grep -q "libgmemuf.so.0 => $dest$prefix/lib" || fail "not linked to libgmemuf.so.0"
-"$tmp/user-static" | grep -q userfault || fail "the static program failed"
+grep -q userfault "$tmp/out-shared" || fail "the shared-linked program failed"
+LD_LIBRARY_PATH=$dest$prefix/lib ldd "$tmp/user-shared" >"$tmp/ldd" ||
+	fail "ldd failed"
+grep -q "libgmemuf.so.0 => $dest$prefix/lib" "$tmp/ldd" ||
+	fail "not linked to libgmemuf.so.0"
+"$tmp/user-static" >"$tmp/out-static" || fail "the static program failed"
+grep -q userfault "$tmp/out-static" || fail "the static program failed"
 # The fallbacks, against the system's headers, and the kernel's values.
 cat >"$tmp/values.c" <<'EOF'
 #include <stdio.h>

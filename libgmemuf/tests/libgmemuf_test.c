@@ -9,17 +9,20 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <linux/kvm.h>
 #include <libgmemuf.h>
 
@@ -28,6 +31,12 @@
 #define PAGE		((uint64_t)GMEMUF_PAGE_SIZE)
 #define NPAGES		1024
 #define SIZE		(NPAGES * PAGE)
+/*
+ * Seconds for the tests that fault on every page of the file from many
+ * threads: under TCG on a loaded machine they take far more than the
+ * harness's default of 30.
+ */
+#define HEAVY_TIMEOUT	300
 
 static int open_vm(void)
 {
@@ -60,6 +69,17 @@ static int count_fds(void)
 	if (d)
 		closedir(d);
 	return n;
+}
+
+/* A page that cannot be read: a populate from it fails with EFAULT. */
+static const void *unreadable_page(void)
+{
+	static void *page;
+
+	if (!page)
+		page = mmap(NULL, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+			    -1, 0);
+	return page == MAP_FAILED ? NULL : page;
 }
 
 /* Page contents that say which page they are, and of which generation. */
@@ -232,7 +252,10 @@ TEST_F(lib, populate_one_page)
 
 	EXPECT_EQ(populate_gen(self->fd, 7 * PAGE + 8, 1), -EINVAL);
 	EXPECT_EQ(populate_gen(self->fd, SIZE, 1), -EINVAL);
-	EXPECT_EQ(gmemuf_populate(self->fd, 8 * PAGE, NULL), -EFAULT);
+	EXPECT_EQ(gmemuf_populate(self->fd, 8 * PAGE, NULL), -EINVAL);
+	ASSERT_NE(unreadable_page(), NULL);
+	EXPECT_EQ(gmemuf_populate(self->fd, 8 * PAGE, unreadable_page()),
+		  -EFAULT);
 	EXPECT_EQ(gmemuf_count_missing(self->fd, 8 * PAGE, PAGE), 1);
 }
 
@@ -254,7 +277,11 @@ TEST_F(lib, populate_range_skips_present_pages)
 				  i == 19 || i == 20 || i == 23 ? 2 : 1))
 			TH_LOG("page %d", i);
 	EXPECT_EQ(gmemuf_populate_range(self->fd, 16 * PAGE, buf, 8 * PAGE), 0);
-	EXPECT_EQ(gmemuf_populate_range(self->fd, 16 * PAGE, buf, 0), 0);
+	/* An empty range is invalid, as for the kernel's range ioctls. */
+	EXPECT_EQ(gmemuf_populate_range(self->fd, 16 * PAGE, buf, 0), -EINVAL);
+	EXPECT_EQ(gmemuf_populate_range(self->fd, 24 * PAGE, NULL, PAGE),
+		  -EINVAL);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 24 * PAGE, PAGE), 1);
 	EXPECT_EQ(gmemuf_populate_range(self->fd, 16 * PAGE, buf, 100), -EINVAL);
 	EXPECT_EQ(gmemuf_populate_range(self->fd, SIZE - PAGE, buf, 2 * PAGE),
 		  -EINVAL);
@@ -417,6 +444,93 @@ TEST(kernel_without_gmemuf)
 }
 #endif
 
+static int never_called(void *arg, const uint64_t *offsets, unsigned int nr,
+			void *buf)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int fault_fn_never_called(struct gmemuf_handler *h, unsigned int queue,
+				 const struct gmemuf_fault *faults,
+				 unsigned int nr, void *arg)
+{
+	return -EIO;
+}
+
+/*
+ * On any kernel: NULL pointers and other invalid arguments are -EINVAL,
+ * checked before any system call (on a memfd, which a call that went on
+ * would write to), and crash nothing.
+ */
+TEST(invalid_arguments_are_einval)
+{
+	static char page[2][GMEMUF_PAGE_SIZE], back[GMEMUF_PAGE_SIZE];
+	struct gmemuf_page batch[2] = {
+		{ 0, page[0] }, { PAGE, NULL },
+	};
+	const struct gmemuf_fault *faults = (void *)1;
+	struct gmemuf_handler *h = (void *)1;
+	struct io_uring_sqe sqe;
+	uint64_t order = 0;
+	int fd, calls = 0;
+
+	memset(page, 0x5a, sizeof(page));
+	fd = memfd_create("libgmemuf_test", MFD_CLOEXEC);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(ftruncate(fd, SIZE), 0);
+
+	EXPECT_EQ(gmemuf_populate(fd, 0, NULL), -EINVAL);
+	EXPECT_EQ(gmemuf_populate_range(fd, 0, NULL, PAGE), -EINVAL);
+	EXPECT_EQ(gmemuf_populate_range(fd, 0, page[0], 0), -EINVAL);
+	EXPECT_EQ(gmemuf_zero(fd, 0, 0), -EINVAL);
+	EXPECT_EQ(gmemuf_read_bitmap(fd, 0, PAGE, NULL), -EINVAL);
+	/* A batch is checked whole before its first page is written. */
+	EXPECT_EQ(gmemuf_populate_batch(fd, NULL, 1), -EINVAL);
+	EXPECT_EQ(gmemuf_populate_batch(fd, batch, 2), -EINVAL);
+	batch[1] = (struct gmemuf_page){ PAGE + 8, page[1] };
+	EXPECT_EQ(gmemuf_populate_batch(fd, batch, 2), -EINVAL);
+	EXPECT_EQ(pread(fd, back, PAGE, 0), PAGE);
+	EXPECT_TRUE(all_zero(back));
+	/* No entries: nothing to do. */
+	EXPECT_EQ(gmemuf_populate_batch(fd, NULL, 0), 0);
+	EXPECT_EQ(gmemuf_prefetch(fd, NULL, 0, 0, never_called, &calls), 0);
+
+	EXPECT_EQ(gmemuf_prefetch(fd, NULL, 1, 0, never_called, &calls),
+		  -EINVAL);
+	EXPECT_EQ(gmemuf_prefetch(fd, &order, 1, 0, NULL, NULL), -EINVAL);
+	EXPECT_EQ(gmemuf_prefetch(fd, &order, 1, GMEMUF_FETCH_MAX + 1,
+				  never_called, &calls), -EINVAL);
+	EXPECT_EQ(calls, 0);
+
+	EXPECT_EQ(gmemuf_handler_create(fd, NULL, NULL), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_wait(NULL, 0, &faults, 0), -EINVAL);
+	EXPECT_EQ(faults, (void *)1);
+	EXPECT_EQ(gmemuf_handler_populate(NULL, 0, 0, page[0]), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_run(NULL, 0, fault_fn_never_called, NULL),
+		  -EINVAL);
+	EXPECT_EQ(gmemuf_handler_run(NULL, 0, NULL, NULL), -EINVAL);
+	gmemuf_handler_stop(NULL);
+	gmemuf_handler_destroy(NULL);
+	EXPECT_EQ(h, (void *)1);
+
+	/* The inline helpers. */
+	EXPECT_EQ(gmemuf_fetch_result(NULL, 1), -EINVAL);
+	EXPECT_EQ(gmemuf_populate_result(NULL), -EINVAL);
+	gmemuf_prep_fetch(NULL, 3, NULL, 1);
+	gmemuf_prep_populate(NULL, fd, 0, page[0], 1);
+	memset(&sqe, 0, sizeof(sqe));
+	gmemuf_prep_populate(&sqe, fd, PAGE, page[0], 2);
+	EXPECT_EQ(sqe.opcode, IORING_OP_WRITE);
+	EXPECT_EQ(sqe.len, 2 * PAGE);
+	EXPECT_EQ(sqe.off, PAGE);
+
+	EXPECT_NE(gmemuf_strerror(INT_MIN), NULL);
+	EXPECT_EQ(pread(fd, back, PAGE, 0), PAGE);
+	EXPECT_TRUE(all_zero(back));
+	close(fd);
+}
+
 TEST(strerror_names_errors)
 {
 	EXPECT_NE(strstr(gmemuf_strerror(-EOPNOTSUPP), "userfault"), NULL);
@@ -462,6 +576,75 @@ TEST_F(lib, handler_params_and_no_leaks)
 	EXPECT_EQ(gmemuf_handler_open(self->fd), -ENOSPC);
 	gmemuf_handler_destroy(h);
 	EXPECT_EQ(count_fds(), nfds);
+}
+
+static int highest_fd(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int fd, top = -1;
+
+	while (d && (e = readdir(d))) {
+		fd = atoi(e->d_name);
+		if (fd > top)
+			top = fd;
+	}
+	if (d)
+		closedir(d);
+	return top;
+}
+
+/*
+ * Creation failing at each step (the eventfd, a handler file, a ring) for
+ * want of file descriptors: -EMFILE, and nothing left open or attached.
+ */
+TEST_F(lib, handler_create_undoes_every_step)
+{
+	struct gmemuf_handler_params p = { .nr_queues = 2, .queue_depth = 4 };
+	struct gmemuf_handler *h;
+	struct rlimit old, lim;
+	int nfds, top, extra, ret, failed = 0, made = 0, gaps[64], nr_gaps;
+
+	ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+	top = highest_fd();
+	ASSERT_GE(top, 0);
+	/* Fill the gaps below the highest: new descriptors go above it. */
+	for (nr_gaps = 0; nr_gaps < 64; nr_gaps++) {
+		gaps[nr_gaps] = dup(self->fd);
+		ASSERT_GE(gaps[nr_gaps], 0);
+		if (gaps[nr_gaps] > top) {
+			close(gaps[nr_gaps]);
+			break;
+		}
+	}
+	ASSERT_LT(nr_gaps, 64);
+	nfds = count_fds();
+	/* The eventfd, two handler files and two rings: 5 descriptors. */
+	for (extra = 0; extra <= 5; extra++) {
+		lim = old;
+		lim.rlim_cur = top + 1 + extra;
+		ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
+		h = (void *)1;
+		ret = gmemuf_handler_create(self->fd, &p, &h);
+		ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+		if (ret) {
+			EXPECT_EQ(ret, -EMFILE) TH_LOG("extra %d", extra);
+			EXPECT_EQ(h, NULL);
+			failed++;
+		} else {
+			gmemuf_handler_destroy(h);
+			made++;
+		}
+		EXPECT_EQ(count_fds(), nfds) TH_LOG("extra %d", extra);
+	}
+	EXPECT_EQ(failed, 5);
+	EXPECT_EQ(made, 1);
+	while (nr_gaps--)
+		close(gaps[nr_gaps]);
+	/* No handler file was left attached: all 256 fit. */
+	p = (struct gmemuf_handler_params){ .nr_queues = 256, .queue_depth = 4 };
+	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	gmemuf_handler_destroy(h);
 }
 
 /* What the callback of the threads of handler_run_with_callback shares. */
@@ -514,7 +697,7 @@ static void *runner_fn(void *arg)
 	return NULL;
 }
 
-TEST_F(lib, handler_run_with_callback)
+TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { .nr_queues = 2, .batch = 16 };
 	static struct toucher t[256];
@@ -557,7 +740,7 @@ TEST_F(lib, handler_run_with_callback)
  * 16 rounds of 64 threads faulting at once; in the first, the handler
  * starts once all 64 wait, so that its first batch is a full one.
  */
-TEST_F(lib, handler_batches_bigger_than_its_ring)
+TEST_F_TIMEOUT(lib, handler_batches_bigger_than_its_ring, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { .queue_depth = 4, .batch = 32 };
 	static struct toucher t[64];
@@ -624,7 +807,9 @@ TEST_F(lib, handler_wait_loop)
 	EXPECT_EQ(faults[0].flags, GMEMUF_FAULT_MMAP_USER | GMEMUF_FAULT_READ);
 
 	/* A populate that fails is said once, and its fault comes again. */
-	ASSERT_EQ(gmemuf_handler_populate(h, 0, 9 * PAGE, NULL), 0);
+	ASSERT_NE(unreadable_page(), NULL);
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, 9 * PAGE, unreadable_page()),
+		  0);
 	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -EFAULT);
 	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
 	EXPECT_EQ(faults[0].offset, 9 * PAGE);
@@ -654,10 +839,11 @@ TEST_F(lib, handler_failed_populates_beyond_depth)
 	unsigned int seen = 0;
 	int i, n;
 
+	ASSERT_NE(unreadable_page(), NULL);
 	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
 	for (i = 0; i < 10; i++)
-		ASSERT_EQ(gmemuf_handler_populate(h, 0, (20 + i) * PAGE, NULL),
-			  0);
+		ASSERT_EQ(gmemuf_handler_populate(h, 0, (20 + i) * PAGE,
+						  unreadable_page()), 0);
 	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -EFAULT);
 	n = gmemuf_handler_wait(h, 0, &faults, 10000);
 	ASSERT_EQ(n, 10);
@@ -734,6 +920,184 @@ TEST_F(lib, handler_destroyed_faults_redelivered)
 	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
 	serve_one_fault(_metadata, h, self->fd, &t, 12);
 	gmemuf_handler_destroy(h);
+}
+
+/*
+ * One rule for empty ranges: -EINVAL for every call that takes a range, as
+ * for the kernel's range ioctls, whatever the offset; an empty array is no
+ * work. Nothing is populated meanwhile.
+ */
+TEST_F(lib, empty_ranges_are_einval)
+{
+	static char page[GMEMUF_PAGE_SIZE];
+	const uint64_t offsets[] = { 0, 5 * PAGE, 5 * PAGE + 8, SIZE,
+				     SIZE + PAGE };
+	uint64_t bitmap[1];
+	unsigned int i;
+	int calls = 0;
+
+	for (i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
+		uint64_t off = offsets[i];
+
+		EXPECT_EQ(gmemuf_arm(self->fd, off, 0), -EINVAL);
+		EXPECT_EQ(gmemuf_disarm(self->fd, off, 0), -EINVAL);
+		EXPECT_EQ(gmemuf_wake(self->fd, off, 0), -EINVAL);
+		EXPECT_EQ(gmemuf_read_bitmap(self->fd, off, 0, bitmap),
+			  -EINVAL);
+		EXPECT_EQ(gmemuf_count_missing(self->fd, off, 0), -EINVAL);
+		EXPECT_EQ(gmemuf_zero(self->fd, off, 0), -EINVAL);
+		EXPECT_EQ(gmemuf_populate_range(self->fd, off, page, 0),
+			  -EINVAL);
+	}
+	EXPECT_EQ(gmemuf_populate_batch(self->fd, NULL, 0), 0);
+	EXPECT_EQ(gmemuf_prefetch(self->fd, offsets, 0, 0, never_called,
+				  &calls), 0);
+	EXPECT_EQ(calls, 0);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), NPAGES);
+}
+
+/* The own-ring handler's calls, on a live handler. */
+TEST_F(lib, handler_invalid_arguments)
+{
+	const struct gmemuf_fault *faults;
+	static char page[GMEMUF_PAGE_SIZE];
+	struct gmemuf_handler *h;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, NULL, 0), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, -2), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_wait(h, 1, &faults, 0), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_populate(h, 0, 3 * PAGE, NULL), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_populate(h, 1, 3 * PAGE, page), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_populate(h, 0, 3 * PAGE + 8, page), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_run(h, 0, NULL, NULL), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_run(h, 1, fault_fn_never_called, NULL),
+		  -EINVAL);
+	/* Nothing was queued: nothing is populated, nothing reported. */
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 0);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), NPAGES);
+	gmemuf_handler_destroy(h);
+}
+
+static int fault_fn_positive(struct gmemuf_handler *h, unsigned int queue,
+			     const struct gmemuf_fault *faults,
+			     unsigned int nr, void *arg)
+{
+	return 1;
+}
+
+/* A callback that returns a positive value stops the run with -EINVAL. */
+TEST_F(lib, handler_run_positive_callback_is_einval)
+{
+	struct gmemuf_handler *h;
+	struct toucher t;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	touch_start(&t, self->mem + 33 * PAGE);
+	EXPECT_EQ(gmemuf_handler_run(h, 0, fault_fn_positive, NULL), -EINVAL);
+	EXPECT_EQ(populate_gen(self->fd, 33 * PAGE, 1), 1);
+	pthread_join(t.thread, NULL);
+	EXPECT_TRUE(holds(t.copy, 33 * PAGE, 1));
+	gmemuf_handler_destroy(h);
+}
+
+/*
+ * Destroy drops the populates queued and never submitted, and reads none
+ * of their pages; it waits for those submitted. With a ring of 4, the
+ * fifth populate submits the first four (the most in flight) and is queued
+ * itself. Then a fault's populate queued after its last wait: dropped, and
+ * the fault goes to the next handler.
+ */
+TEST_F(lib, handler_destroy_drops_unsubmitted_populates)
+{
+	struct gmemuf_handler_params p = { .queue_depth = 4 };
+	static char pages[6][GMEMUF_PAGE_SIZE];
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler *h;
+	struct toucher t;
+	int i;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	for (i = 0; i < 5; i++) {
+		fill(pages[i], (40 + i) * PAGE, 1);
+		ASSERT_EQ(gmemuf_handler_populate(h, 0, (40 + i) * PAGE,
+						  pages[i]), 0);
+	}
+	gmemuf_handler_stop(h);
+	gmemuf_handler_destroy(h);
+	for (i = 0; i < 4; i++) {
+		EXPECT_EQ(gmemuf_count_missing(self->fd, (40 + i) * PAGE, PAGE),
+			  0);
+		EXPECT_TRUE(holds(self->mem + (40 + i) * PAGE, (40 + i) * PAGE,
+				  1));
+	}
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 44 * PAGE, PAGE), 1);
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	touch_start(&t, self->mem + 50 * PAGE);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, 50 * PAGE);
+	fill(pages[5], 50 * PAGE, 2);
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, 50 * PAGE, pages[5]), 0);
+	gmemuf_handler_stop(h);
+	gmemuf_handler_destroy(h);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 50 * PAGE, PAGE), 1);
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	serve_one_fault(_metadata, h, self->fd, &t, 50);
+	gmemuf_handler_destroy(h);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), NPAGES - 5);
+}
+
+struct task_work_probe {
+	int fd;
+	int ret;
+	int eintr;
+	int timeouts;
+};
+
+/*
+ * Create and destroy a handler, then wait for no signal, 20 times 100 ms:
+ * io_uring task work queued with TWA_SIGNAL on this thread (as the ring
+ * teardown does on the ring's creator) makes sigtimedwait() fail with
+ * EINTR, as it makes KVM_RUN do on a vCPU thread.
+ */
+static void *create_destroy_then_sleep(void *arg)
+{
+	struct gmemuf_handler_params p = { .nr_queues = 2 };
+	const struct timespec tenth = { 0, 100 * 1000 * 1000 };
+	struct task_work_probe *probe = arg;
+	struct gmemuf_handler *h;
+	sigset_t none;
+	int i;
+
+	probe->ret = gmemuf_handler_create(probe->fd, &p, &h);
+	if (probe->ret)
+		return NULL;
+	gmemuf_handler_destroy(h);
+	sigemptyset(&none);
+	for (i = 0; i < 20; i++) {
+		if (sigtimedwait(&none, NULL, &tenth) >= 0)
+			continue;
+		if (errno == EINTR)
+			probe->eintr++;
+		else if (errno == EAGAIN)
+			probe->timeouts++;
+	}
+	return NULL;
+}
+
+TEST_F(lib, handler_leaves_no_task_work_in_the_caller)
+{
+	struct task_work_probe probe = { .fd = self->fd };
+	pthread_t thread;
+
+	ASSERT_EQ(pthread_create(&thread, NULL, create_destroy_then_sleep,
+				 &probe), 0);
+	pthread_join(thread, NULL);
+	ASSERT_EQ(probe.ret, 0);
+	EXPECT_EQ(probe.eintr, 0);
+	EXPECT_EQ(probe.timeouts, 20);
 }
 
 /* Submit what @ring has, and copy to @c the one completion that comes. */
@@ -820,6 +1184,21 @@ TEST_F(lib, bring_your_own_ring)
 	EXPECT_EQ(gmemuf_populate_result(&c), 1);
 	EXPECT_TRUE(holds(self->mem + 210 * PAGE, 210 * PAGE, 1));
 	EXPECT_TRUE(holds(self->mem + 211 * PAGE, 211 * PAGE, 2));
+
+	/* No pages, or no buffer: -EINVAL, not a present page. */
+	gmemuf_prep_populate(io_uring_get_sqe(&ring), self->fd, 212 * PAGE,
+			     pages[0], 0);
+	submit_one(&ring, &c);
+	EXPECT_EQ(gmemuf_populate_result(&c), -EINVAL);
+	gmemuf_prep_populate(io_uring_get_sqe(&ring), self->fd, 212 * PAGE,
+			     NULL, 1);
+	submit_one(&ring, &c);
+	EXPECT_EQ(gmemuf_populate_result(&c), -EINVAL);
+	gmemuf_prep_populate(io_uring_get_sqe(&ring), self->fd, 212 * PAGE,
+			     pages[0], 1u << 20);
+	submit_one(&ring, &c);
+	EXPECT_EQ(gmemuf_populate_result(&c), -EINVAL);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 212 * PAGE, PAGE), 1);
 
 	/* A fetch sent to the guest_memfd rather than a handler file. */
 	gmemuf_prep_fetch(io_uring_get_sqe(&ring), self->fd, faults, 64);
@@ -942,7 +1321,7 @@ static void *serve_counting_fn(void *arg)
  * Prefetch of the whole file while threads fault on pages of it: every
  * page is installed once, by one or the other, and neither fails.
  */
-TEST_F(lib, prefetch_alongside_demand_faults)
+TEST_F_TIMEOUT(lib, prefetch_alongside_demand_faults, HEAVY_TIMEOUT)
 {
 	static struct source src = { .fail_after = -1 };
 	static uint64_t order[NPAGES];
