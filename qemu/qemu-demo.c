@@ -105,9 +105,17 @@ static pid_t start_qemu(struct vm *vm, bool incoming)
 	argv[n++] = "-L"; argv[n++] = L;
 	argv[n++] = "-nodefaults"; argv[n++] = "-no-user-config";
 	argv[n++] = "-no-reboot";
-	argv[n++] = "-M"; argv[n++] = "q35,memory-backend=mem0";
+	/*
+	 * No SMM: q35 maps an alias of low RAM at 0xfeda0000 for SMRAM, and
+	 * KVM binds a range of a guest_memfd to one memslot only.
+	 */
+	argv[n++] = "-M"; argv[n++] = "q35,smm=off,memory-backend=mem0";
 	argv[n++] = "-accel"; argv[n++] = "kvm";
-	argv[n++] = "-cpu"; argv[n++] = "host";
+	/*
+	 * Not "host": what the TCG CPU of the test VM passes on (XSAVE
+	 * sizes that do not add up) makes the guest's FPU setup oops.
+	 */
+	argv[n++] = "-cpu"; argv[n++] = "qemu64";
 	argv[n++] = "-smp"; argv[n++] = "1";
 	argv[n++] = "-m"; argv[n++] = size;
 	argv[n++] = "-object"; argv[n++] = mem;
@@ -140,6 +148,22 @@ static pid_t start_qemu(struct vm *vm, bool incoming)
 	}
 	vm->pid = pid;
 	return pid;
+}
+
+static void dump_file(const char *name, const char *path)
+{
+	char line[512];
+	FILE *f = fopen(path, "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		printf("# %s: %s", name, line);
+	if (f)
+		fclose(f);
+}
+
+static void dump_log(struct vm *vm)
+{
+	dump_file(vm->name, vm->log);
 }
 
 /* One line from QMP into buf; false at EOF. */
@@ -184,8 +208,8 @@ static bool qmp(struct vm *vm, char *reply, size_t size, const char *fmt, ...)
 	}
 	for (;;) {
 		if (!qmp_line(vm->qmp, reply, size)) {
-			fprintf(stderr, "%s: QMP closed (see %s)\n", vm->name,
-				vm->log);
+			printf("# %s: QMP closed\n", vm->name);
+			dump_log(vm);
 			exit(1);
 		}
 		if (!strncmp(reply, "{\"return\"", 9))
@@ -217,8 +241,11 @@ static bool qmp_connect(struct vm *vm)
 				   "{\"execute\":\"qmp_capabilities\"}");
 		}
 		close(fd);
-		if (waitpid(vm->pid, NULL, WNOHANG) == vm->pid)
+		if (waitpid(vm->pid, NULL, WNOHANG) == vm->pid) {
+			vm->pid = 0;
+			dump_log(vm);
 			return false;
+		}
 		usleep(200000);
 	}
 	return false;
@@ -327,17 +354,6 @@ static void stop(struct vm *vm)
 	}
 }
 
-static void dump_log(struct vm *vm)
-{
-	char line[512];
-	FILE *f = fopen(vm->log, "r");
-
-	while (f && fgets(line, sizeof(line), f))
-		printf("# %s: %s", vm->name, line);
-	if (f)
-		fclose(f);
-}
-
 int main(int argc, char **argv)
 {
 	struct vm src = { .name = "src" }, dst = { .name = "dst" };
@@ -346,7 +362,7 @@ int main(int argc, char **argv)
 	char self[256], *slash;
 	double t0, elapsed;
 	long long last_src_gen;
-	bool ok;
+	bool ok, limit_raised = false;
 	int i;
 
 	for (i = 1; i < argc; i++) {
@@ -404,13 +420,8 @@ int main(int argc, char **argv)
 		     qmp(&dst, reply, sizeof(reply),
 			 "{\"execute\":\"migrate-set-capabilities\",\"arguments\":{\"capabilities\":[{\"capability\":\"postcopy-ram\",\"state\":true}]}}");
 	}
-	/*
-	 * KVM cannot log the guest's writes to guest_memfd, so every page is
-	 * dirty at every sync: precopy completes only when the whole RAM
-	 * may be sent during downtime.
-	 */
 	ok = ok && qmp(&src, reply, sizeof(reply),
-		       "{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"downtime-limit\":600000,\"max-bandwidth\":0}}");
+		       "{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"max-bandwidth\":0}}");
 	ok = ok && qmp(&dst, reply, sizeof(reply),
 		       "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"unix:" WORK "/migrate.sock\"}}");
 	tap(ok, "destination: waits with -incoming");
@@ -429,6 +440,23 @@ int main(int argc, char **argv)
 			 "{\"execute\":\"query-migrate\"}");
 		if (!ok || json_str_is(reply, "status", "completed"))
 			break;
+		/*
+		 * KVM cannot log the guest's writes to guest_memfd, so every
+		 * page is dirty at every sync and precopy completes only when
+		 * the whole RAM fits in the downtime limit. Let one whole
+		 * pass go while the guest runs and rewrites its memory, then
+		 * allow the switch: a page of that pass that the switch does
+		 * not send again arrives stale, and the guest says so.
+		 */
+		if (!postcopy && !limit_raised &&
+		    json_int(reply, "dirty-sync-count") >= 2) {
+			ok = qmp(&src, reply, sizeof(reply),
+				 "{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"downtime-limit\":600000}}");
+			limit_raised = true;
+			printf("# one precopy pass done after %.0f s: downtime limit raised\n",
+			       now() - t0);
+			continue;
+		}
 		if (json_str_is(reply, "status", "failed") ||
 		    json_str_is(reply, "status", "cancelled")) {
 			printf("# src: %s\n", reply);
@@ -488,6 +516,8 @@ fail:
 		tap(false, "not reached");
 	dump_log(&src);
 	dump_log(&dst);
+	dump_file("src console", src.console);
+	dump_file("dst console", dst.console);
 	stop(&src);
 	stop(&dst);
 	return 1;
