@@ -83,12 +83,18 @@ cc -Wall -Wextra -Werror -std=gnu11 $cflags "$tmp/user.c" \
 cc -Wall -Wextra -Werror -std=gnu11 -static $cflags "$tmp/user.c" \
 	$(pkg-config --libs --static libgmemuf) -o "$tmp/user-static"
 c++ -Wall -Wextra -Werror -fsyntax-only $cflags -x c++ - <<<'#include <libgmemuf.h>'
-LD_LIBRARY_PATH=$dest$prefix/lib "$tmp/user-shared" | grep -q userfault ||
-	fail "the shared-linked program failed"
-ldd "$tmp/user-shared" | grep -q "libgmemuf.so.0 => $dest$prefix/lib" ||
-	LD_LIBRARY_PATH=$dest$prefix/lib ldd "$tmp/user-shared" |
-	grep -q "libgmemuf.so.0 => $dest$prefix/lib" || fail "not linked to libgmemuf.so.0"
-"$tmp/user-static" | grep -q userfault || fail "the static program failed"
+# Outputs are captured before grep -q reads them: with pipefail, a writer
+# that grep -q leaves early dies of SIGPIPE and fails the pipeline, at
+# random.
+out=$(LD_LIBRARY_PATH=$dest$prefix/lib "$tmp/user-shared")
+grep -q userfault <<<"$out" || fail "the shared-linked program failed"
+out=$(ldd "$tmp/user-shared")
+grep -q "libgmemuf.so.0 => $dest$prefix/lib" <<<"$out" ||
+	out=$(LD_LIBRARY_PATH=$dest$prefix/lib ldd "$tmp/user-shared")
+grep -q "libgmemuf.so.0 => $dest$prefix/lib" <<<"$out" ||
+	fail "not linked to libgmemuf.so.0"
+out=$("$tmp/user-static")
+grep -q userfault <<<"$out" || fail "the static program failed"
 # The fallbacks, against the system's headers, and the kernel's values.
 cat >"$tmp/values.c" <<'EOF'
 #include <stdio.h>
