@@ -128,6 +128,9 @@ static pid_t start_qemu(struct vm *vm, bool incoming)
 	if (incoming) {
 		argv[n++] = "-incoming";
 		argv[n++] = "defer";
+		/* What post-copy's gmemuf handler took and placed, at its end */
+		argv[n++] = "-trace";
+		argv[n++] = "postcopy_gmemuf_done";
 	}
 	argv[n] = NULL;
 
@@ -363,6 +366,8 @@ int main(int argc, char **argv)
 	double t0, elapsed;
 	long long last_src_gen;
 	bool ok, limit_raised = false;
+	long long requests, gmemuf_missing = -1, gmemuf_faults = -1;
+	long long gmemuf_placed = -1;
 	int i;
 
 	for (i = 1; i < argc; i++) {
@@ -481,10 +486,36 @@ int main(int argc, char **argv)
 	printf("# RAM: %lld bytes sent, %lld pages sent, %lld zero pages, %lld dirty syncs\n",
 	       json_int(reply, "transferred"), json_int(reply, "normal"),
 	       json_int(reply, "duplicate"), json_int(reply, "dirty-sync-count"));
+	requests = json_int(reply, "postcopy-requests");
 	printf("# RAM bytes by phase: precopy %lld, downtime %lld, post-copy %lld; post-copy requests %lld\n",
 	       json_int(reply, "precopy-bytes"), json_int(reply, "downtime-bytes"),
-	       json_int(reply, "postcopy-bytes"),
-	       json_int(reply, "postcopy-requests"));
+	       json_int(reply, "postcopy-bytes"), requests);
+
+	if (postcopy) {
+		double t1 = now();
+		char line[512];
+		FILE *f;
+
+		/* The destination ends post-copy once every page is in. */
+		while (qmp(&dst, reply, sizeof(reply),
+			   "{\"execute\":\"query-migrate\"}") &&
+		       !json_str_is(reply, "status", "completed") &&
+		       now() - t1 < MIGRATE_TIMEOUT && alive(&dst))
+			sleep(1);
+		f = fopen(dst.log, "r");
+		while (f && fgets(line, sizeof(line), f)) {
+			char *m = strstr(line, "postcopy_gmemuf_done ");
+
+			if (m && sscanf(m, "postcopy_gmemuf_done %*s missing=%lld faults=%lld placed=%lld",
+					&gmemuf_missing, &gmemuf_faults,
+					&gmemuf_placed) == 3)
+				break;
+		}
+		if (f)
+			fclose(f);
+		printf("# destination: %lld faults taken, %lld pages placed (%lld requested, the rest streamed), %lld pages missing at the end\n",
+		       gmemuf_faults, gmemuf_placed, requests, gmemuf_missing);
+	}
 
 	/* 4: the guest runs on the destination. */
 	ok = qmp(&dst, reply, sizeof(reply), "{\"execute\":\"query-status\"}") &&
@@ -506,6 +537,9 @@ int main(int argc, char **argv)
 	       dc.last_sum);
 	ok = ok && !sc.bad && !dc.bad && dc.first_gen >= 0 &&
 	     dc.first_gen <= last_src_gen + 1;
+	/* Post-copy: the handler ran, took faults, and left nothing missing */
+	if (postcopy)
+		ok = ok && gmemuf_missing == 0 && gmemuf_faults > 0;
 	tap(ok, "destination: the guest's memory is intact and it carries on (%lld bad on the source, %lld on the destination)",
 	    sc.bad, dc.bad);
 	stop(&dst);

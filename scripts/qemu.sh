@@ -50,6 +50,7 @@ configure_opts=(
 	--disable-install-blobs		# Debian's source has no firmware
 	--disable-download		# nothing but what apt installed
 	--python=/usr/bin/python3
+	--enable-gmemuf			# post-copy with libgmemuf, below
 )
 
 die() { echo "qemu.sh: $*" >&2; exit 1; }
@@ -87,6 +88,8 @@ pkgs=(
 	libglib2.0-dev libpixman-1-dev zlib1g-dev
 	# firmware for a bzImage boot: SeaBIOS, and QEMU's option ROMs
 	seabios qemu-system-data
+	# libgmemuf, linked in statically
+	liburing-dev rsync
 )
 
 installed() {
@@ -252,11 +255,30 @@ prepare_tree() {
 
 # --- configure and build -------------------------------------------------------
 
+# libgmemuf, built from this tree and installed (static and shared, with
+# its pkg-config file) in the cache, where configure finds it. Files whose
+# contents did not change keep their timestamps, so that QEMU is not
+# relinked for nothing.
+install_libgmemuf() {
+	local stage="$cache/libgmemuf-stage"
+	rm -rf "$stage"
+	mkdir -p "$cache/libgmemuf-build"
+	make --no-print-directory -C "$top" -f libgmemuf/Makefile \
+		O="$cache/libgmemuf-build" PREFIX="$cache/libgmemuf" \
+		DESTDIR="$stage" install >"$cache/libgmemuf-build/install.log" 2>&1 ||
+		{ tail -20 "$cache/libgmemuf-build/install.log" >&2; die "libgmemuf did not build"; }
+	mkdir -p "$cache/libgmemuf"
+	rsync -rlc --delete "$stage$cache/libgmemuf/" "$cache/libgmemuf/"
+	rm -rf "$stage"
+	export PKG_CONFIG_PATH="$cache/libgmemuf/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+}
+
 build() {
 	local res key tree obj hash
 	res=$(prepare_tree)
 	key=${res%% *} tree=${res#* }
 	obj="$cache/obj/$key"
+	install_libgmemuf
 	hash=$(printf '%s\n' "${configure_opts[@]}" | sha256sum | cut -c1-16)
 	if [ ! -f "$obj/build.ninja" ] ||
 	   [ "$(cat "$obj/.gmemuf-config" 2>/dev/null)" != "$hash" ]; then
