@@ -4,10 +4,12 @@
 # QEMU, built from Debian's source package with our patch series
 # (qemu/patches/series) applied: the VMM that the QEMU demo runs inside the
 # test VM. Static, x86_64-softmmu, KVM only, so that it runs in the test
-# VM's initramfs with no libraries. Everything expensive lives under
-# $GMEMUF_QEMU_CACHE (default ~/.cache/gmemuf-qemu), keyed by what produced
-# it, so that a rebuild with nothing changed compiles nothing and a changed
-# patch recompiles only the files it touches.
+# VM's initramfs with no libraries; linked with this tree's libgmemuf
+# (installed into the cache first), for post-copy into guest_memfd.
+# Everything expensive lives under $GMEMUF_QEMU_CACHE (default
+# ~/.cache/gmemuf-qemu), keyed by what produced it, so that a rebuild with
+# nothing changed compiles nothing and a changed patch recompiles only the
+# files it touches.
 #
 #   qemu.sh deps                 install the Debian packages the build needs
 #   qemu.sh build                build qemu-system-x86_64, print its path
