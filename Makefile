@@ -28,7 +28,7 @@ OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/
 
 .PHONY: all help deps kernel kernel-release headers lib install tests initramfs \
 	check check-host check-harness check-vm demo shell patches checkpatch clean \
-	distclean
+	distclean qemu qemu-guest qemu-initramfs qemu-demo
 
 # libgmemuf/Makefile builds the library, its tests and its installation.
 LIBMK = $(MAKE) --no-print-directory -f libgmemuf/Makefile O=$(O)
@@ -48,6 +48,9 @@ help:
 	@echo 'make shell           boot the VM with a shell, tests in /tests'
 	@echo 'make patches         write the kernel series to $(O)/patches'
 	@echo 'make checkpatch      run checkpatch.pl --strict on the series'
+	@echo 'make qemu            build QEMU with qemu/patches (static, cached)'
+	@echo 'make qemu-demo       migrate a guest with guest_memfd RAM between'
+	@echo '                     two QEMUs in the test VM'
 
 $(O):
 	@mkdir -p $(O)/tests $(O)/logs
@@ -130,6 +133,41 @@ patches: deps | $(O)
 
 checkpatch: patches
 	@scripts/patches.sh --check $(O)/patches
+
+# QEMU with our patches (scripts/qemu.sh, cached in GMEMUF_QEMU_CACHE), and
+# the demo that migrates a guest whose RAM is guest_memfd between two of
+# them in the test VM: qemu/run.list, all of it in $(O)/qemu.
+QSH := scripts/qemu.sh
+QEMU_DIR := $(O)/qemu
+
+qemu: | $(O)
+	@$(QSH) deps
+	@$(QSH) build >$(O)/qemu.path
+	@echo "  QEMU    $$(cat $(O)/qemu.path)"
+
+qemu-guest: | $(O)
+	@$(QSH) deps
+	@$(QSH) guest $(QEMU_DIR)
+	@echo "  GUEST   $(QEMU_DIR)/guest-bzImage $(QEMU_DIR)/guest-initramfs.cpio.gz"
+
+$(QEMU_DIR)/qemu-demo: qemu/qemu-demo.c | $(O)
+	@mkdir -p $(QEMU_DIR)
+	@gcc -O2 -Wall -Wextra -Werror -static -o $@ $<
+	@echo "  CC      $@"
+
+qemu-initramfs: qemu qemu-guest $(QEMU_DIR)/qemu-demo
+	@strip -o $(QEMU_DIR)/qemu-system-x86_64 $$(cat $(O)/qemu.path)
+	@scripts/initramfs.sh $(O)/qemu-initramfs.cpio.gz qemu/run.list \
+		$(QEMU_DIR)/qemu-demo $(QEMU_DIR)/qemu-system-x86_64 \
+		$(QEMU_DIR)/guest-bzImage $(QEMU_DIR)/guest-initramfs.cpio.gz \
+		$$($(QSH) firmware-list)
+	@echo "  INITRD  $(O)/qemu-initramfs.cpio.gz"
+
+qemu-demo: kernel qemu-initramfs
+	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
+		--initrd $(O)/qemu-initramfs.cpio.gz --list qemu/run.list \
+		--logs $(O)/logs-qemu --timeout $(VM_TIMEOUT) \
+		--timeout-scale $(TIMEOUT_SCALE) $(if $(T),--only $(T))
 
 clean:
 	rm -rf $(O)

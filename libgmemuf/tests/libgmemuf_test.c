@@ -738,7 +738,9 @@ TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
  * ring and the most it lets be in flight, so they are submitted and reaped
  * as it goes, not only with the next fetch. Every page of the file, in
  * 16 rounds of 64 threads faulting at once; in the first, the handler
- * starts once all 64 wait, so that its first batch is a full one.
+ * starts once all 64 wait, so that its first batch is a full one. A
+ * thousand threads take more than the harness's default 30 s in the
+ * test VM when the machine is loaded.
  */
 TEST_F_TIMEOUT(lib, handler_batches_bigger_than_its_ring, HEAVY_TIMEOUT)
 {
