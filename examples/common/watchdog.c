@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <linux/kvm.h>
 #include <libgmemuf.h>
 
 #include "util.h"
@@ -42,9 +44,17 @@ static struct {
 	uint64_t npages;
 	pid_t peers[MAX_PEERS];
 	unsigned int nr_peers;
+	/* The vCPU's binary stats: its fd, header and descriptors. */
+	int stats;
+	struct kvm_stats_header stats_hdr;
+	uint8_t *stats_desc;
 	uint64_t progress;		/* __atomic */
 	bool stopped;			/* __atomic */
-} wd = { .gmem = -1 };
+} wd = { .gmem = -1, .stats = -1 };
+
+/* Two readings of the vCPU's stats, one value each, a second apart. */
+#define MAX_STATS	256
+static uint64_t stats[2][MAX_STATS];
 
 /* One thread's samples: its first stack, and what changed since. */
 struct thread {
@@ -247,6 +257,61 @@ static void dump_gmem(void)
 		out("%s\n", listed < missing ? " ..." : "");
 }
 
+static struct kvm_stats_desc *stats_desc(unsigned int i)
+{
+	return (struct kvm_stats_desc *)(wd.stats_desc + i *
+		(sizeof(struct kvm_stats_desc) + wd.stats_hdr.name_size));
+}
+
+/* One reading of the vCPU's stats, without its mutex that KVM_RUN holds. */
+static void read_stats(uint64_t *values)
+{
+	unsigned int i;
+
+	for (i = 0; i < wd.stats_hdr.num_desc && i < MAX_STATS; i++) {
+		values[i] = 0;
+		if (pread(wd.stats, &values[i], sizeof(values[i]),
+			  wd.stats_hdr.data_offset + stats_desc(i)->offset) < 0)
+			return;
+	}
+}
+
+/*
+ * What the vCPU did between two readings: a vCPU that takes faults and
+ * fixes none retries a fault, one that exits to userspace with nothing
+ * else moving loops in the VMM, and one that does not exit at all runs
+ * the guest.
+ */
+static void dump_stats(double elapsed)
+{
+	unsigned int i;
+	bool any = false;
+
+	if (wd.stats < 0)
+		return;
+	out("watchdog: vCPU stats that moved in %.2f s (KVM_GET_STATS_FD):",
+	    elapsed);
+	for (i = 0; i < wd.stats_hdr.num_desc && i < MAX_STATS; i++) {
+		struct kvm_stats_desc *d = stats_desc(i);
+
+		if (d->size != 1 || stats[1][i] == stats[0][i])
+			continue;
+		out(" %s +%lld", d->name,
+		    (long long)(stats[1][i] - stats[0][i]));
+		any = true;
+	}
+	out("%s\n", any ? "" : " none");
+	out("watchdog: vCPU stats, totals:");
+	for (i = 0; i < wd.stats_hdr.num_desc && i < MAX_STATS; i++) {
+		struct kvm_stats_desc *d = stats_desc(i);
+
+		if (d->size == 1 && stats[1][i])
+			out(" %s %llu", d->name,
+			    (unsigned long long)stats[1][i]);
+	}
+	out("\n");
+}
+
 static void write_str(const char *path, int fd, const char *s)
 {
 	if (write(fd, s, strlen(s)) < 0)
@@ -297,7 +362,8 @@ static void dump_sysrq(void)
 	}
 	lseek(kmsg, 0, SEEK_END);
 	out("watchdog: ---- sysrq w and l, from the kernel log ----\n");
-	snprintf(msg, sizeof(msg), "gmemuf: watchdog dump of %s (pid %d): sysrq w, l\n",
+	snprintf(msg, sizeof(msg),
+		 "gmemuf: watchdog dump of %s (pid %d): sysrq w, l\n",
 		 wd.name, getpid());
 	write_str("/dev/kmsg", kmsg, msg);
 	write_str("/proc/sysrq-trigger", trigger, "w");
@@ -320,15 +386,22 @@ out:
 static void __attribute__((noreturn)) dump_and_exit(double idle)
 {
 	unsigned int i;
+	double t0;
 
-	fflush(NULL);
 	out("watchdog: ==== %s (pid %d): no progress for %.0f s: dumping its state ====\n",
 	    wd.name, getpid(), idle);
 	out("watchdog: progress counter %llu (guest reports)\n",
 	    (unsigned long long)__atomic_load_n(&wd.progress,
 						__ATOMIC_RELAXED));
 	dump_gmem();
+	t0 = now();
+	if (wd.stats >= 0)
+		read_stats(stats[0]);
 	dump_process(getpid());
+	if (wd.stats >= 0) {
+		read_stats(stats[1]);
+		dump_stats(now() - t0);
+	}
 	for (i = 0; i < wd.nr_peers; i++)
 		dump_process(wd.peers[i]);
 	dump_sysrq();
@@ -367,7 +440,34 @@ static void *watch(void *arg)
 	}
 }
 
-void watchdog_start(const char *name, unsigned int seconds, int gmem)
+/*
+ * The stats of @vcpu, read without its mutex: the fd must be had before
+ * KVM_RUN takes it. Dumped without them if that fails.
+ */
+static void open_stats(int vcpu)
+{
+	size_t size;
+
+	wd.stats = ioctl(vcpu, KVM_GET_STATS_FD, NULL);
+	if (wd.stats < 0)
+		return;
+	if (pread(wd.stats, &wd.stats_hdr, sizeof(wd.stats_hdr), 0) !=
+	    sizeof(wd.stats_hdr))
+		goto fail;
+	size = wd.stats_hdr.num_desc *
+	       (sizeof(struct kvm_stats_desc) + wd.stats_hdr.name_size);
+	wd.stats_desc = malloc(size);
+	if (wd.stats_desc &&
+	    pread(wd.stats, wd.stats_desc, size, wd.stats_hdr.desc_offset) ==
+	    (ssize_t)size)
+		return;
+fail:
+	close(wd.stats);
+	wd.stats = -1;
+}
+
+void watchdog_start(const char *name, unsigned int seconds, int gmem,
+		    int vcpu)
 {
 	const char *scale = getenv("GMEMUF_TIMEOUT_SCALE");
 	pthread_t thread;
@@ -385,6 +485,8 @@ void watchdog_start(const char *name, unsigned int seconds, int gmem)
 		wd.gmem = gmem;
 		wd.npages = st.st_size / GMEMUF_PAGE_SIZE;
 	}
+	if (vcpu >= 0)
+		open_stats(vcpu);
 	errno = pthread_create(&thread, NULL, watch, NULL);
 	if (errno)
 		err(1, "pthread_create(watchdog)");

@@ -14,6 +14,10 @@
  *    call and kernel stack (/proc/PID/task/TID/...), sampled five times
  *    200 ms apart, with the CPU time each thread used meanwhile: a spinning
  *    thread shows up as one that used all of it;
+ *  - if it was given the vCPU, the vCPU's KVM stats that moved over those
+ *    samples (exits, faults taken and fixed...) and their totals: they
+ *    tell a vCPU that retries a fault from one that runs the guest or
+ *    leaves KVM_RUN again and again;
  *  - the kernel's sysrq-w (blocked tasks) and sysrq-l (a backtrace of every
  *    CPU), read back from /dev/kmsg, between "gmemuf: watchdog dump" lines
  *    that it writes there;
@@ -35,10 +39,12 @@
 
 /*
  * Start watching, as @name: @seconds without progress (0: never), with the
- * missing pages of the userfault guest_memfd @gmem as progress too, or
- * none if @gmem is -1.
+ * missing pages of the userfault guest_memfd @gmem as progress too (or -1),
+ * and the stats of vCPU @vcpu in the dump (or -1). Called before the vCPU
+ * runs: KVM_RUN holds the vCPU's mutex, which its stats fd is got under.
  */
-void watchdog_start(const char *name, unsigned int seconds, int gmem);
+void watchdog_start(const char *name, unsigned int seconds, int gmem,
+		    int vcpu);
 
 /* Dump the threads of process @pid too, after this process's own. */
 void watchdog_add_peer(pid_t pid);

@@ -424,7 +424,7 @@ int main(int argc, char **argv)
 	       vcpu_mode(vmm_gmemuf_features(&d.vm), exit_mode));
 
 	d.start = now();
-	watchdog_start("postcopy-dst", watchdog, d.vm.gmem);
+	watchdog_start("postcopy-dst", watchdog, d.vm.gmem, d.vm.vcpu);
 	start(&handler, handler_thread, &d, "handler");
 	start(&receiver, demand_receiver, &d, "demand-receiver");
 	start(&prefetch, prefetcher, &d, "prefetcher");

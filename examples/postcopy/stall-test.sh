@@ -6,8 +6,8 @@
 # (--stall): its guest waits for ever for its first page. The destination's
 # watchdog must end it (exit status 3, which the demo expects with --stall)
 # after a dump that holds the missing pages of its guest_memfd, the kernel
-# stack of its vCPU waiting for a page, the source's threads (the peer), and
-# sysrq-w and -l from the kernel log. TAP output.
+# stack of its vCPU waiting for a page, the vCPU's stats, the source's
+# threads (the peer), and sysrq-w and -l from the kernel log. TAP output.
 #
 #   postcopy-stall-test
 
@@ -30,7 +30,7 @@ has() {
 	grep -q -- "$1" demo.log
 }
 
-echo "1..7"
+echo "1..8"
 # 8 MiB: 2048 pages, of which no one is ever populated.
 "$bin/postcopy-demo" --mem 8 --stall --watchdog 5 >demo.log 2>&1
 status=$?
@@ -46,6 +46,8 @@ check "the vCPU's kernel stack waits for its page" \
 	has "^    .*gmemuf_fault_vcpu"
 check "the vCPU thread is seen sleeping, not spinning" \
 	has "^watchdog: thread [0-9]* (postcopy-dst): state S, .*sleeping or waiting"
+check "the dump has the vCPU's stats: it took a fault" \
+	has "^watchdog: vCPU stats, totals:.* pf_taken [1-9]"
 check "the dump holds the source's threads" \
 	has "^watchdog: ---- process [0-9]* (postcopy-src): [0-9]* threads"
 check "the dump holds sysrq-w and sysrq-l from the kernel log" \

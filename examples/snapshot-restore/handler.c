@@ -267,7 +267,7 @@ int main(int argc, char **argv)
 	if (r)
 		errx(1, "gmemuf_handler_create: %s", gmemuf_strerror(r));
 	hd.start = hd.last_report = now();
-	watchdog_start("snapshot-handler", watchdog, hd.gmem);
+	watchdog_start("snapshot-handler", watchdog, hd.gmem, -1);
 	report(&hd);
 	errno = pthread_create(&faulter, NULL, fault_thread, &hd);
 	if (errno)

@@ -186,7 +186,7 @@ static int restore(const char *path, const char *sock, unsigned int watchdog)
 	       (unsigned long long)(hdr.mem_size / MiB), path, sock);
 
 	t = now();
-	watchdog_start("snapshot-vm", watchdog, r.vm.gmem);
+	watchdog_start("snapshot-vm", watchdog, r.vm.gmem, r.vm.vcpu);
 	sum = vmm_run_check(&r.vm, touch_pages, &r);
 	printf("vm: guest done after %.1f s: checksum 0x%016llx, snapshot 0x%016llx: %s\n",
 	       now() - t, (unsigned long long)sum,
