@@ -60,6 +60,11 @@ class ScanConsole(unittest.TestCase):
         self.assertEqual([(k, t) for k, _, t in self.scan("rcu.console")],
                          [("rcu stall", "after gmem_canary_test")])
 
+    def test_watchdog_sysrq_dump_is_no_report(self):
+        # The examples' watchdog (a passing run of postcopy_stall): sysrq-w
+        # with a task blocked on a page, sysrq-l with its NMI backtraces.
+        self.assertEqual(self.scan("sysrq.console"), [])
+
     def test_sleep_in_atomic_oops_and_panic(self):
         self.assertEqual([k for k, _, _ in self.scan("sleep.console")],
                          ["bug", "oops", "panic"])
