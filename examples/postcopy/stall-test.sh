@@ -31,8 +31,9 @@ has() {
 }
 
 echo "1..8"
-# 8 MiB: 2048 pages, of which no one is ever populated.
-"$bin/postcopy-demo" --mem 8 --stall --watchdog 5 >demo.log 2>&1
+# 8 MiB: 2048 pages, none of which is ever populated. 10 s: time enough,
+# even on a loaded machine, for the vCPU to take its first fault.
+"$bin/postcopy-demo" --mem 8 --stall --watchdog 10 >demo.log 2>&1
 status=$?
 cat demo.log
 
