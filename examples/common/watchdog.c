@@ -56,12 +56,12 @@ static struct {
 #define MAX_STATS	256
 static uint64_t stats[2][MAX_STATS];
 
-/* One thread's samples: its first stack, and what changed since. */
+/* One thread, as its last sample saw it. */
 struct thread {
 	pid_t tid;
 	char comm[32];
 	char state;
-	unsigned long long ticks;	/* utime + stime at the first sample */
+	unsigned long long ticks;	/* utime + stime, at the last sample */
 	char stack[STACK_MAX];		/* the last sample's */
 	unsigned int stacks;		/* different stacks seen */
 };
