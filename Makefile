@@ -14,12 +14,16 @@ T ?=
 # Seconds for a whole VM run, and a factor for every test's own timeout.
 VM_TIMEOUT ?= 2400
 TIMEOUT_SCALE ?= 1
+# make stress: runs of each test of its list, and host busy loops beside QEMU.
+RUNS ?= 20
+SPINNERS ?= $(shell nproc)
 
 export KERNEL_SRC KERNEL_TARBALL GMEMUF_CACHE
 
 KSH := scripts/kernel.sh
 VMTEST := python3 scripts/vmtest.py
 RUN_LIST := selftests/run.list
+STRESS_LIST := selftests/stress.list
 
 # The tree's own KVM selftests that run in every check, and ours, which the
 # overlay puts in tools/testing/selftests/kvm/gmemuf/.
@@ -27,8 +31,8 @@ UPSTREAM_KVM_TESTS := guest_memfd_test
 OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/*_test.c))
 
 .PHONY: all help deps kernel kernel-release headers lib install tests initramfs \
-	check check-host check-harness check-vm demo shell patches checkpatch clean \
-	distclean qemu qemu-guest qemu-initramfs qemu-demo
+	check check-host check-harness check-vm demo stress stress-initramfs shell \
+	patches checkpatch clean distclean qemu qemu-guest qemu-initramfs qemu-demo
 
 # libgmemuf/Makefile builds the library, its tests and its installation.
 LIBMK = $(MAKE) --no-print-directory -f libgmemuf/Makefile O=$(O)
@@ -45,6 +49,8 @@ help:
 	@echo 'make check           host-side tests, then every test in the VM'
 	@echo '                     (T=name runs only matching tests)'
 	@echo 'make demo            boot the VM and run the post-copy demo'
+	@echo 'make stress          the examples RUNS times (20) in the VM, beside'
+	@echo '                     SPINNERS host busy loops (one per CPU)'
 	@echo 'make shell           boot the VM with a shell, tests in /tests'
 	@echo 'make patches         write the kernel series to $(O)/patches'
 	@echo 'make checkpatch      run checkpatch.pl --strict on the series'
@@ -98,6 +104,12 @@ initramfs: tests
 		$(addprefix $(O)/tests/,$(EXAMPLE_BINS))
 	@echo "  INITRD  $(O)/initramfs.cpio.gz"
 
+# The same, with the stress list as the VM's list.
+stress-initramfs: tests
+	@scripts/initramfs.sh $(O)/stress.cpio.gz $(STRESS_LIST) \
+		$$(awk '!/^#/ && NF { print "$(O)/tests/" $$3 }' $(STRESS_LIST) | sort -u) \
+		$(addprefix $(O)/tests/,$(EXAMPLE_BINS))
+
 check: check-host check-harness check-vm
 
 # On the host: the harness's own tests, which need no kernel, and
@@ -121,6 +133,13 @@ demo: kernel initramfs
 	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
 		--logs $(O)/logs --timeout $(VM_TIMEOUT) --mode demo
+
+# The examples of the stress list RUNS times in one VM, with SPINNERS busy
+# loops on the host: how many runs of each passed; the logs of the failed
+# ones in $(O)/logs/stress/failures/.
+stress: kernel stress-initramfs
+	@scripts/stress.sh $$(cat $(O)/bzImage-debug.path) $(O)/stress.cpio.gz \
+		$(STRESS_LIST) $(O)/logs/stress $(RUNS) $(SPINNERS)
 
 shell: kernel initramfs
 	qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 4G -nographic -no-reboot \

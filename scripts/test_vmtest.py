@@ -6,6 +6,7 @@ on the sample logs of scripts/testdata/. They need no kernel and no VM."""
 import io
 import os
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +64,11 @@ class ScanConsole(unittest.TestCase):
     def test_rcu_stall_after_a_test(self):
         self.assertEqual([(k, t) for k, _, t in self.scan("rcu.console")],
                          [("rcu stall", "after gmem_canary_test")])
+
+    def test_watchdog_sysrq_dump_is_no_report(self):
+        # The examples' watchdog (a passing run of postcopy_stall): sysrq-w
+        # with a task blocked on a page, sysrq-l with its NMI backtraces.
+        self.assertEqual(self.scan("sysrq.console"), [])
 
     def test_sleep_in_atomic_oops_and_panic(self):
         self.assertEqual([k for k, _, _ in self.scan("sleep.console")],
@@ -149,6 +155,57 @@ class Judge(unittest.TestCase):
                                 "# gmemuf-end gmem_canary_test 0\r"],
                            [("gmem_canary_test", 60)])
         self.assertEqual(statuses(res), [("pass", "gmem_canary_test: a")])
+
+
+class Repeat(unittest.TestCase):
+    """make stress: the list run n times, names NAME.k."""
+
+    def run_of(self, name, status, console_extra=()):
+        tests = [f"# gmemuf-begin {name}", f"output of {name}",
+                 f"# gmemuf-end {name} {status}"]
+        console = [f"[    1.0] gmemuf: begin {name}", *console_extra,
+                   f"[    2.0] gmemuf: end {name} {status}"]
+        return console, tests
+
+    def test_names(self):
+        self.assertEqual(vmtest.repeated([("a", 5), ("b", 7)], 2),
+                         [("a.1", 5), ("b.1", 7), ("a.2", 5), ("b.2", 7)])
+
+    def test_counts_and_keeps_the_logs_of_failed_runs(self):
+        console, tests = [], []
+        for name, status, extra in (
+                ("demo.1", "0", ()), ("snap.1", "0", ()),
+                ("demo.2", "3", ()),
+                ("snap.2", "0", ("[    1.5] WARNING: CPU: 0 PID: 1 at x",)),
+                # demo.10 must not be taken for demo.1, nor the reverse.
+                ("demo.10", "1", ())):
+            c, t = self.run_of(name, status, extra)
+            console += c
+            tests += t
+        lst = vmtest.repeated([("demo", 60), ("snap", 60)], 10)
+        res = vmtest.judge(console, tests, lst)
+        self.assertEqual(
+            {n for n in vmtest.failed_tests(res) if n.startswith("demo")},
+            {"demo.2", "demo.10"} | {f"demo.{k}" for k in range(3, 10)})
+        self.assertIn("snap.2", vmtest.failed_tests(res))
+        self.assertNotIn("snap.1", vmtest.failed_tests(res))
+
+        with tempfile.TemporaryDirectory() as logs:
+            out = io.StringIO()
+            vmtest.report_repeats(res, lst, 10, console, tests, logs, out)
+            got = out.getvalue().splitlines()
+            self.assertTrue(got[0].startswith(
+                "stress: demo: 1 of 10 runs passed; failed: demo.2, demo.3"))
+            self.assertTrue(got[1].startswith(
+                "stress: snap: 1 of 10 runs passed; failed: snap.2, snap.3"))
+            d = os.path.join(logs, "failures")
+            with open(os.path.join(d, "demo.10", "tests.log")) as f:
+                self.assertEqual(f.read().splitlines(), [
+                    "# gmemuf-begin demo.10", "output of demo.10",
+                    "# gmemuf-end demo.10 1"])
+            with open(os.path.join(d, "snap.2", "console.log")) as f:
+                self.assertIn("WARNING: CPU: 0 PID: 1 at x", f.read())
+            self.assertFalse(os.path.exists(os.path.join(d, "demo.1")))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ kmemleak report fails the run, and is blamed on the test that was running
 It ends with one line, "N passed, N failed, N skipped", and exits 1 if
 anything failed.
 
+With --repeat N (make stress), the VM runs the list N times, the k-th run
+of test NAME being NAME.k; a line per test says how many of its runs
+passed, and the logs of each failed run are kept in DIR/failures/NAME.k/.
+
   vmtest.py run --kernel BZIMAGE --initrd CPIO --list LIST --logs DIR
   vmtest.py judge --console FILE --tests FILE --list LIST
 """
@@ -21,6 +25,7 @@ anything failed.
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -201,6 +206,77 @@ def judge(console_lines, test_lines, tests):
     return results
 
 
+def repeated(tests, n):
+    """The run list of a VM that runs it n times (scripts/vm-init)."""
+    return [(f"{name}.{k}", timeout) for k in range(1, n + 1)
+            for name, timeout in tests]
+
+
+def failed_tests(results):
+    """The names of the tests that failed, or had a kernel report blamed on
+    them, whether while they ran or after."""
+    names = set()
+    for r in results:
+        if r.status != "fail":
+            continue
+        m = re.match(r"kernel .* during (?:after )?(\S+)$", r.name)
+        names.add(m.group(1) if m else r.name.split(":")[0])
+    return names
+
+
+def test_logs(name, console_lines, test_lines):
+    """The lines of one test in the console (between its kmsg markers) and
+    in the tests' log (between its own)."""
+    def between(lines, begin, end):
+        out, inside = [], False
+        for line in lines:
+            if begin(line):
+                inside = True
+            if inside:
+                out.append(line)
+                if end(line):
+                    break
+        return out
+
+    console = between(
+        console_lines,
+        lambda l: re.search(rf"gmemuf: begin {re.escape(name)}\s*$", l),
+        lambda l: re.search(rf"gmemuf: end {re.escape(name)}( |$)", l))
+    tests = between(
+        test_lines,
+        lambda l: l.rstrip() == f"# gmemuf-begin {name}",
+        lambda l: l.startswith(f"# gmemuf-end {name} "))
+    return console, tests
+
+
+def report_repeats(results, tests, n, console_lines, test_lines, logs,
+                   out=sys.stdout):
+    """A line per test of a repeated list: how many of its n runs passed;
+    the logs of each failed run in logs/failures/NAME.k/."""
+    failed = failed_tests(results)
+    bases = []
+    for name, _ in tests:
+        base = name.rsplit(".", 1)[0]
+        if base not in bases:
+            bases.append(base)
+    for base in bases:
+        bad = [f"{base}.{k}" for k in range(1, n + 1)
+               if f"{base}.{k}" in failed]
+        line = f"stress: {base}: {n - len(bad)} of {n} runs passed"
+        print(line + (f"; failed: {', '.join(bad)}" if bad else ""), file=out)
+        for name in bad:
+            d = os.path.join(logs, "failures", name)
+            os.makedirs(d, exist_ok=True)
+            console, tlines = test_logs(name, console_lines, test_lines)
+            for fname, text in (("console.log", console),
+                                ("tests.log", tlines)):
+                with open(os.path.join(d, fname), "w") as f:
+                    f.write("\n".join(text) + "\n")
+    if failed:
+        print(f"failed runs' logs: {os.path.join(logs, 'failures')}/",
+              file=out)
+
+
 def summarize(results, out=sys.stdout):
     for r in results:
         if r.status != "pass" or os.environ.get("VERBOSE"):
@@ -222,6 +298,8 @@ def qemu_command(args, test_log):
               f"gmemuf.timeout_scale={args.timeout_scale}"]
     if args.only:
         append.append(f"gmemuf.only={args.only}")
+    if args.repeat:
+        append.append(f"gmemuf.repeat={args.repeat}")
     if args.append:
         append.append(args.append)
     return [args.qemu, "-M", "q35", "-cpu", "max", "-smp", "2", "-m", "4G",
@@ -241,6 +319,9 @@ def run(args):
     tests = read_list(args.list)
     if args.only:
         tests = [t for t in tests if args.only in t[0]]
+    if args.repeat:
+        tests = repeated(tests, args.repeat)
+        shutil.rmtree(os.path.join(args.logs, "failures"), ignore_errors=True)
     cmd = qemu_command(args, test_log)
     with open(os.path.join(args.logs, "qemu.cmd"), "w") as f:
         f.write(" ".join(cmd) + "\n")
@@ -314,6 +395,9 @@ def run(args):
         print("\n".join(console[-25:]))
         print("---")
     print(f"logs: {console_log} (console), {test_log} (tests)")
+    if args.repeat:
+        report_repeats(results, tests, args.repeat, console, test_lines,
+                       args.logs)
     return summarize(results)
 
 
@@ -330,6 +414,8 @@ def main():
                    help="seconds for the whole VM run")
     r.add_argument("--timeout-scale", type=int, default=1)
     r.add_argument("--only", help="run the tests whose name contains this")
+    r.add_argument("--repeat", type=int, default=0,
+                   help="run the list this many times (make stress)")
     r.add_argument("--mode", default="test", choices=("test", "demo"))
     r.add_argument("--append", help="more kernel command line")
     r.add_argument("--qemu", default="qemu-system-x86_64")

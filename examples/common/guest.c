@@ -8,8 +8,8 @@
  * Phase 1 writes a pattern over all its data pages and reports their
  * checksum; the VMM may stop it there and save or migrate it. Phase 2 reads
  * every data page back, in a scattered order so that its accesses do not
- * simply follow a sequential prefetch, and reports the checksum of what it
- * read. The VMM compares the two.
+ * simply follow a sequential prefetch, reporting its progress as it goes,
+ * and reports the checksum of what it read. The VMM compares the two.
  */
 #include "guest_abi.h"
 
@@ -61,6 +61,8 @@ void guest_main(u64 mem_size, u64 seed)
 		u64 gpa = GUEST_DATA_GPA + p * GUEST_PAGE_SIZE;
 
 		sum += guest_page_sum((volatile u64 *)gpa, gpa);
+		if (i % GUEST_PROGRESS_PAGES == GUEST_PROGRESS_PAGES - 1)
+			report(GUEST_PROGRESS, i + 1);
 		p += stride;
 		if (p >= npages)
 			p -= npages;

@@ -41,7 +41,14 @@ enum guest_report {
 	GUEST_CHECKED,		/* phase 2 done; value: checksum it read */
 	GUEST_DONE,		/* nothing more to do */
 	GUEST_FAILED,		/* value: the reason, a line number */
+	GUEST_PROGRESS,		/* phase 2: value: pages read so far */
 };
+
+/*
+ * Phase 2 reports its progress every this many pages, so that a VMM can
+ * tell a slow guest from a stuck one (watchdog.h).
+ */
+#define GUEST_PROGRESS_PAGES	1024
 
 /*
  * The pattern of phase 1: the word at @gpa for this run's @seed. Not

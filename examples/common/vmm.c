@@ -17,6 +17,7 @@
 
 #include "guest_abi.h"
 #include "vmm.h"
+#include "watchdog.h"
 
 /* The guest program as a flat binary, from guest_blob.S. */
 extern const uint8_t guest_bin_start[], guest_bin_end[];
@@ -376,7 +377,11 @@ uint64_t vmm_run_check(struct vmm *vm, vmm_missing_fn missing, void *arg)
 		case VMM_EXIT_REPORT:
 			break;
 		}
+		/* What tells the watchdog that a guest is slow, not stuck. */
+		watchdog_progress();
 		switch (exit.report) {
+		case GUEST_PROGRESS:
+			continue;
 		case GUEST_CHECKED:
 			sum = exit.value;
 			break;
@@ -401,6 +406,8 @@ const char *guest_report_name(uint64_t report)
 		return "done";
 	case GUEST_FAILED:
 		return "failed";
+	case GUEST_PROGRESS:
+		return "progress";
 	}
 	return "unknown";
 }

@@ -8,14 +8,20 @@
  * the source's checksum, with every page present at the end.
  *
  *   postcopy-demo [--mem MiB] [--bandwidth MB/s] [--exit] [--corrupt]
+ *                 [--watchdog SECONDS]
  *
  * --corrupt has the source flip a bit of a page as it sends it, and turns
  * the verdict around: the demo succeeds if the destination fails.
+ *
+ * --watchdog goes to the destination, whose watchdog dumps the source's
+ * threads too if it fires. --stall, for the test of the watchdog, has the
+ * destination serve no fault, and succeeds if its watchdog ends it.
  */
 #include <err.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <signal.h>
@@ -26,6 +32,7 @@
 #include "netns.h"
 #include "util.h"
 #include "vmm.h"
+#include "watchdog.h"
 
 #define SRC_ADDR	"10.77.0.1"
 #define DST_ADDR	"10.77.0.2"
@@ -57,6 +64,7 @@ static pid_t spawn(int ns, const char *prog, char *const args[])
 #define SRC_FAILED	1
 #define DST_FAILED	2
 #define DST_UNSUPPORTED	4
+#define DST_STALLED	8
 
 /*
  * Wait for both; returns which failed. The first to fail takes the other
@@ -81,6 +89,10 @@ static int wait_both(pid_t src, pid_t dst)
 		if (pid == dst && WIFEXITED(status) &&
 		    WEXITSTATUS(status) == VMM_UNSUPPORTED) {
 			failed |= DST_UNSUPPORTED;
+		} else if (pid == dst && WIFEXITED(status) &&
+			   WEXITSTATUS(status) == WATCHDOG_STALLED) {
+			printf("demo: postcopy-dst stalled: its watchdog's dump is above\n");
+			failed |= DST_STALLED;
 		} else {
 			if (WIFSIGNALED(status))
 				printf("demo: %s killed by signal %d\n", name,
@@ -105,11 +117,16 @@ int main(int argc, char **argv)
 		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "exit", no_argument, NULL, 'e' },
 		{ "corrupt", no_argument, NULL, 'c' },
+		{ "watchdog", required_argument, NULL, 'w' },
+		{ "stall", no_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char *src_args[] = { "--listen", SRC_ADDR, "--mem", "64",
 			     "--bandwidth", "0", NULL, NULL };
-	char *dst_args[] = { "--source", SRC_ADDR, NULL, NULL };
+	char *dst_args[10] = { "--source", SRC_ADDR };
+	char **dst_opt = &dst_args[2];
+	char *watchdog = NULL, src_pid[16];
+	bool exit_mode = false, stall = false;
 	int c, ns_src, ns_dst, failed, want = 0;
 	pid_t src, dst;
 	ssize_t n;
@@ -127,15 +144,24 @@ int main(int argc, char **argv)
 			src_args[5] = optarg;
 			break;
 		case 'e':
-			dst_args[2] = "--exit";
+			exit_mode = true;
 			break;
 		case 'c':
 			src_args[6] = "--corrupt";
 			want = DST_FAILED;
 			break;
+		case 'w':
+			parse_num("--watchdog", optarg);
+			watchdog = optarg;
+			break;
+		case 'S':
+			stall = true;
+			want = DST_STALLED;
+			break;
 		default:
 			fprintf(stderr,
-				"usage: postcopy-demo [--mem MiB] [--bandwidth MB/s] [--exit] [--corrupt]\n");
+				"usage: postcopy-demo [--mem MiB] [--bandwidth MB/s] [--exit] [--corrupt]\n"
+				"                     [--watchdog SECONDS]\n");
 			return 2;
 		}
 	}
@@ -155,6 +181,18 @@ int main(int argc, char **argv)
 
 	t = now();
 	src = spawn(ns_src, "postcopy-src", src_args);
+	/* If the destination's watchdog fires, it dumps the source too. */
+	snprintf(src_pid, sizeof(src_pid), "%d", src);
+	*dst_opt++ = "--watchdog-peer";
+	*dst_opt++ = src_pid;
+	if (watchdog) {
+		*dst_opt++ = "--watchdog";
+		*dst_opt++ = watchdog;
+	}
+	if (exit_mode)
+		*dst_opt++ = "--exit";
+	if (stall)
+		*dst_opt++ = "--stall";
 	dst = spawn(ns_dst, "postcopy-dst", dst_args);
 	failed = wait_both(src, dst);
 	close(ns_src);
@@ -163,9 +201,12 @@ int main(int argc, char **argv)
 		printf("demo: skipped: the kernel lacks what the destination needs\n");
 		return VMM_UNSUPPORTED;
 	}
-	if (want)
+	if (want == DST_FAILED)
 		printf("demo: a corrupted page was sent; the destination %s\n",
 		       failed == want ? "caught it, as it must" : "did NOT fail");
+	if (want == DST_STALLED)
+		printf("demo: the destination served no fault; its watchdog %s\n",
+		       failed == want ? "ended it, as it must" : "did NOT");
 	printf("demo: %s in %.1f s\n", failed == want ? "ok" : "FAILED",
 	       now() - t);
 	return failed == want ? 0 : 1;

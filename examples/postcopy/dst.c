@@ -15,7 +15,11 @@
  *  - the demand receiver: populates the pages the source sends back;
  *  - the prefetcher: populates every page still missing, in order, with
  *    gmemuf_prefetch(), asking the source for them in batches;
- *  - progress: a line every --interval ms (2 s).
+ *  - progress: a line every --interval ms (2 s);
+ *  - the watchdog (watchdog.h): if no page arrives and the guest reports
+ *    nothing for --watchdog seconds (60), dumps every thread's kernel stack,
+ *    and those of the --watchdog-peer process (the source, in the demo),
+ *    and fails.
  *
  * With a kernel whose vCPUs wait for missing pages (GMEMUF_FEATURE_VCPU_WAIT,
  * the default mode), KVM_RUN just continues once the handler's page has
@@ -24,6 +28,10 @@
  * then asks for the page itself, waits for it, and enters KVM_RUN again.
  *
  *   postcopy-dst [--source ADDR] [--port N] [--exit] [--interval MS]
+ *                [--watchdog SECONDS] [--watchdog-peer PID]
+ *
+ * --stall, for the test of the watchdog, serves no fault and prefetches
+ * nothing: the guest waits for ever.
  */
 #include <arpa/inet.h>
 #include <err.h>
@@ -42,6 +50,7 @@
 #include "guest_abi.h"
 #include "util.h"
 #include "vmm.h"
+#include "watchdog.h"
 #include "wire.h"
 
 /* Pages per prefetch batch: 256 KiB, one round trip each. */
@@ -71,6 +80,7 @@ struct dest {
 	uint64_t bytes;			/* page bytes received */
 	uint64_t prefetched;		/* gmemuf_prefetch()'s result */
 	bool done;
+	bool stall;			/* --stall */
 
 	double start;
 	unsigned int interval_ms;
@@ -114,6 +124,8 @@ static int on_faults(struct gmemuf_handler *h, unsigned int queue,
 	(void)h;
 	(void)queue;
 	ADD(d->records, nr);
+	if (d->stall)
+		return 0;
 	/*
 	 * Only ask: the page is populated when it arrives, by the demand
 	 * receiver, so this thread is free to fetch the next faults.
@@ -191,6 +203,8 @@ static void *prefetcher(void *arg)
 	uint64_t *order, i;
 	int64_t r;
 
+	if (d->stall)
+		return NULL;
 	/* In address order; a VMM could send the hottest pages first. */
 	order = malloc(d->npages * sizeof(*order));
 	if (!order)
@@ -299,11 +313,14 @@ static int connect_to(const char *addr, int port, enum wire_conn conn)
 	return fd;
 }
 
-static void start(pthread_t *t, void *(*fn)(void *), struct dest *d)
+/* Named, so that the watchdog's dump tells the threads apart. */
+static void start(pthread_t *t, void *(*fn)(void *), struct dest *d,
+		  const char *name)
 {
 	errno = pthread_create(t, NULL, fn, d);
 	if (errno)
 		err(1, "pthread_create");
+	pthread_setname_np(*t, name);
 }
 
 static const char *vcpu_mode(uint64_t features, bool exit_mode)
@@ -318,7 +335,8 @@ static const char *vcpu_mode(uint64_t features, bool exit_mode)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: postcopy-dst [--source ADDR] [--port N] [--exit] [--interval MS]\n");
+		"usage: postcopy-dst [--source ADDR] [--port N] [--exit] [--interval MS]\n"
+		"                    [--watchdog SECONDS] [--watchdog-peer PID]\n");
 	exit(2);
 }
 
@@ -329,6 +347,9 @@ int main(int argc, char **argv)
 		{ "port", required_argument, NULL, 'p' },
 		{ "exit", no_argument, NULL, 'e' },
 		{ "interval", required_argument, NULL, 'i' },
+		{ "watchdog", required_argument, NULL, 'w' },
+		{ "watchdog-peer", required_argument, NULL, 'P' },
+		{ "stall", no_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct dest d = {
@@ -340,7 +361,7 @@ int main(int argc, char **argv)
 	};
 	pthread_t handler, receiver, prefetch, reporter;
 	const char *addr = "127.0.0.1";
-	uint64_t port = WIRE_PORT, sum, missing;
+	uint64_t port = WIRE_PORT, sum, missing, watchdog = WATCHDOG_DEFAULT;
 	struct wire_header hdr;
 	double guest_time, total;
 	bool exit_mode = false, ok;
@@ -360,6 +381,15 @@ int main(int argc, char **argv)
 			break;
 		case 'i':
 			d.interval_ms = parse_num("--interval", optarg);
+			break;
+		case 'w':
+			watchdog = parse_num("--watchdog", optarg);
+			break;
+		case 'P':
+			watchdog_add_peer(parse_num("--watchdog-peer", optarg));
+			break;
+		case 'S':
+			d.stall = true;
 			break;
 		default:
 			usage();
@@ -394,10 +424,11 @@ int main(int argc, char **argv)
 	       vcpu_mode(vmm_gmemuf_features(&d.vm), exit_mode));
 
 	d.start = now();
-	start(&handler, handler_thread, &d);
-	start(&receiver, demand_receiver, &d);
-	start(&prefetch, prefetcher, &d);
-	start(&reporter, progress, &d);
+	watchdog_start("postcopy-dst", watchdog, d.vm.gmem, d.vm.vcpu);
+	start(&handler, handler_thread, &d, "handler");
+	start(&receiver, demand_receiver, &d, "demand-receiver");
+	start(&prefetch, prefetcher, &d, "prefetcher");
+	start(&reporter, progress, &d, "progress");
 
 	sum = vmm_run_check(&d.vm, fetch_for_vcpu, &d);
 	guest_time = now() - d.start;

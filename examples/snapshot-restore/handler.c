@@ -16,8 +16,13 @@
  * waits to be killed, still fetching faults but resolving none: a test's
  * way to kill it with records in hand, whatever the speed of the machine.
  *
+ * If no page arrives for --watchdog seconds (60), and it is not holding, it
+ * fails with a dump of its threads and those of the --watchdog-peer process
+ * (the VMM, in snapshot-test): see watchdog.h.
+ *
  *   snapshot-handler SOCKET FILE [--name NAME] [--rate PAGES/S]
- *                    [--hold-at PAGES]
+ *                    [--hold-at PAGES] [--watchdog SECONDS]
+ *                    [--watchdog-peer PID]
  */
 #include <err.h>
 #include <errno.h>
@@ -37,6 +42,7 @@
 #include "guest_abi.h"
 #include "snapshot.h"
 #include "util.h"
+#include "watchdog.h"
 
 #define PREFETCH_BATCH	16
 
@@ -121,9 +127,12 @@ static bool holding(struct handler *hd)
 		errx(1, "gmemuf_count_missing: %s", gmemuf_strerror(missing));
 	if (hd->mem_size / GUEST_PAGE_SIZE - missing < hd->hold_at)
 		return false;
-	if (!__atomic_exchange_n(&hd->holding, true, __ATOMIC_ACQ_REL))
+	if (!__atomic_exchange_n(&hd->holding, true, __ATOMIC_ACQ_REL)) {
 		printf("handler %s: holding with %lld pages missing\n",
 		       hd->name, (long long)missing);
+		/* A stall on purpose, till the kill. */
+		watchdog_stop();
+	}
 	return true;
 }
 
@@ -206,7 +215,8 @@ static int copy_pages(void *arg, const uint64_t *offsets, unsigned int nr,
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: snapshot-handler SOCKET FILE [--name NAME] [--rate PAGES/S] [--hold-at PAGES]\n");
+		"usage: snapshot-handler SOCKET FILE [--name NAME] [--rate PAGES/S] [--hold-at PAGES]\n"
+		"                        [--watchdog SECONDS] [--watchdog-peer PID]\n");
 	exit(2);
 }
 
@@ -216,10 +226,12 @@ int main(int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },
 		{ "rate", required_argument, NULL, 'r' },
 		{ "hold-at", required_argument, NULL, 'o' },
+		{ "watchdog", required_argument, NULL, 'w' },
+		{ "watchdog-peer", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct handler hd = { .name = "" };
-	uint64_t *order, i, npages;
+	uint64_t *order, i, npages, watchdog = WATCHDOG_DEFAULT;
 	pthread_t faulter;
 	int64_t prefetched, missing;
 	int c, r;
@@ -236,6 +248,12 @@ int main(int argc, char **argv)
 		case 'o':
 			hd.hold_at = parse_num("--hold-at", optarg);
 			break;
+		case 'w':
+			watchdog = parse_num("--watchdog", optarg);
+			break;
+		case 'P':
+			watchdog_add_peer(parse_num("--watchdog-peer", optarg));
+			break;
 		default:
 			usage();
 		}
@@ -249,6 +267,7 @@ int main(int argc, char **argv)
 	if (r)
 		errx(1, "gmemuf_handler_create: %s", gmemuf_strerror(r));
 	hd.start = hd.last_report = now();
+	watchdog_start("snapshot-handler", watchdog, hd.gmem, -1);
 	report(&hd);
 	errno = pthread_create(&faulter, NULL, fault_thread, &hd);
 	if (errno)

@@ -38,8 +38,9 @@ fi
 "$bin/snapshot-vm" restore snap sock >vm.log 2>&1 &
 vm=$!
 # A quarter of the pages in (4 KiB pages: 256 a MiB), it stops populating.
+# Should the restore stall, a handler's watchdog dumps the VMM's threads too.
 "$bin/snapshot-handler" sock snap --name first --hold-at $((mem * 64)) \
-	>first.log 2>&1 &
+	--watchdog-peer $vm >first.log 2>&1 &
 first=$!
 
 # Kill it once it holds fault records it will not resolve: the guest,
@@ -69,7 +70,8 @@ else
 	not_ok "the guest is still waiting for its memory"
 fi
 
-"$bin/snapshot-handler" sock snap --name second >second.log 2>&1
+"$bin/snapshot-handler" sock snap --name second --watchdog-peer $vm \
+	>second.log 2>&1
 status=$?
 cat second.log
 if [ $status -eq 0 ]; then

@@ -5,7 +5,7 @@
  *   snapshot-vm save FILE [--mem MiB]
  *	Runs the guest's first phase (it fills its memory), stops it and
  *	writes the vCPU state and the memory image to FILE.
- *   snapshot-vm restore FILE SOCKET
+ *   snapshot-vm restore FILE SOCKET [--watchdog SECONDS]
  *	Starts the guest from FILE's vCPU state with every page of its
  *	guest_memfd missing, and lets handlers bring the memory in: each
  *	process that connects to the UNIX socket SOCKET receives the
@@ -14,6 +14,8 @@
  *	fault a dead handler did not resolve goes to the next one.
  *	Succeeds if the guest's second phase reports the checksum of the
  *	snapshot and the memory read back equals the snapshot's image.
+ *	Fails with a dump of its threads (watchdog.h) if no page arrives and
+ *	the guest reports nothing for --watchdog seconds (60).
  *
  * The guest_memfd is shared and mapped into the VMM, for two reasons: the
  * read-back check, and the vCPU's fallback when KVM_RUN stops on a missing
@@ -36,6 +38,7 @@
 #include "snapshot.h"
 #include "util.h"
 #include "vmm.h"
+#include "watchdog.h"
 
 static int save(const char *path, uint64_t mem)
 {
@@ -157,7 +160,7 @@ static uint64_t read_back(struct restore *r, int fd)
 	return differ;
 }
 
-static int restore(const char *path, const char *sock)
+static int restore(const char *path, const char *sock, unsigned int watchdog)
 {
 	struct snapshot_header hdr;
 	struct restore r = { 0 };
@@ -183,6 +186,7 @@ static int restore(const char *path, const char *sock)
 	       (unsigned long long)(hdr.mem_size / MiB), path, sock);
 
 	t = now();
+	watchdog_start("snapshot-vm", watchdog, r.vm.gmem, r.vm.vcpu);
 	sum = vmm_run_check(&r.vm, touch_pages, &r);
 	printf("vm: guest done after %.1f s: checksum 0x%016llx, snapshot 0x%016llx: %s\n",
 	       now() - t, (unsigned long long)sum,
@@ -207,7 +211,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: snapshot-vm save FILE [--mem MiB]\n"
-		"       snapshot-vm restore FILE SOCKET\n");
+		"       snapshot-vm restore FILE SOCKET [--watchdog SECONDS]\n");
 	exit(2);
 }
 
@@ -215,22 +219,30 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "mem", required_argument, NULL, 'm' },
+		{ "watchdog", required_argument, NULL, 'w' },
 		{ NULL, 0, NULL, 0 },
 	};
-	uint64_t mem = 32;
+	uint64_t mem = 32, watchdog = WATCHDOG_DEFAULT;
 	int c;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c != 'm')
+		switch (c) {
+		case 'm':
+			mem = parse_num("--mem", optarg);
+			break;
+		case 'w':
+			watchdog = parse_num("--watchdog", optarg);
+			break;
+		default:
 			usage();
-		mem = parse_num("--mem", optarg);
+		}
 	}
 	argv += optind;
 	argc -= optind;
 	if (argc == 2 && !strcmp(argv[0], "save"))
 		return save(argv[1], mem);
 	if (argc == 3 && !strcmp(argv[0], "restore"))
-		return restore(argv[1], argv[2]);
+		return restore(argv[1], argv[2], watchdog);
 	usage();
 }
