@@ -31,10 +31,10 @@ import sys
 import time
 
 FIELDS = ["mode", "kind", "n", "round", "pages", "secs", "rate", "pf",
-          "exits", "uf_exits", "syscalls", "csw", "p50_us", "p99_us",
-          "hcpu_us", "slab_b"]
-COUNTERS = ["pf", "exits", "uf_exits", "syscalls", "csw", "p50_us",
-            "p99_us", "hcpu_us", "slab_b"]
+          "exits", "uf_exits", "syscalls", "vcpu_sys", "csw", "p50_us",
+          "p99_us", "hcpu_us", "slab_b"]
+COUNTERS = ["pf", "exits", "uf_exits", "syscalls", "vcpu_sys", "csw",
+            "p50_us", "p99_us", "hcpu_us", "slab_b"]
 VCPU_MODES = ["ceiling_anon", "ceiling_gmem", "uffd_missing", "uffd_minor",
               "wait_shared_pwrite", "wait_shared_uring",
               "wait_private_pwrite", "wait_private_uring", "exit_self",
@@ -158,9 +158,9 @@ def report(results, meta):
               f"configuration (`{head[0]}`).")
     md.append("")
     hdr = ["mode", "n"] + [f"rate {c}" for c in names] + \
-        [f"/uffd MISSING", "/uffd MINOR", "/ceiling", "KVM pf", "exits",
-         "uf exits", "handler syscalls", "ctx switches", "p50 µs", "p99 µs",
-         "handler CPU µs", "slab B"]
+        ["/uffd MISSING", "/uffd MINOR", "/ceiling", "KVM pf", "exits",
+         "uf exits", "handler syscalls", "vCPU syscalls", "ctx switches",
+         "p50 µs", "p99 µs", "handler CPU µs", "slab B"]
     md.append("| " + " | ".join(hdr) + " |")
     md.append("|" + "---|" * len(hdr))
     for mode in VCPU_MODES + HOST_MODES:

@@ -305,7 +305,8 @@ def run(args):
         for kind, text, _ in reports:
             print(f"FAIL kernel {kind}: {text}")
         if timed_out:
-            print(f"FAIL the {args.mode} VM did not finish in {args.timeout} s")
+            print(f"FAIL the {args.mode} VM did not finish in "
+                  f"{args.timeout} s")
         elif not ok:
             print(f"FAIL the {args.mode} did not end with status 0 "
                   f"(logs: {console_log}, {test_log})")

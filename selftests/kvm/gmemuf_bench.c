@@ -42,11 +42,15 @@
  *   pf, exits       KVM's pf_taken and exits, summed over the vCPUs
  *                   (KVM_GET_STATS_FD), in the timed window
  *   uf_exits        userfault exits seen by the vCPU threads
- *   syscalls        syscalls the handler made (each one counted as made)
+ *   syscalls        syscalls the handler thread made, each counted as made
+ *                   (exit_self: the vCPU thread's pwrite()s)
+ *   vcpu_sys        syscalls the vCPU threads made: KVM_RUN, and in exit
+ *                   mode what they do to have the page populated
  *   csw             context switches of the whole process (getrusage)
  *   p50_us, p99_us  fault latency: the guest's RDTSC around its write
  *                   (host modes: CLOCK_MONOTONIC around the read)
- *   hcpu_us         CPU time of the handler thread (CLOCK_THREAD_CPUTIME_ID)
+ *   hcpu_us         CPU time of the handler thread (CLOCK_THREAD_CPUTIME_ID),
+ *                   empty where there is none
  *   slab_b          growth of /proc/meminfo's Slab in the timed window
  *
  *   gmemuf_bench [-m MiB per vCPU] [-n vCPUs,...] [-r rounds]
@@ -134,7 +138,8 @@ static u8 fill_page[PAGE_SIZE] __aligned(PAGE_SIZE);
 struct sample {
 	u64 pages;
 	double secs;
-	u64 pf, exits, uf_exits, syscalls, csw;
+	u64 pf, exits, uf_exits, syscalls, vcpu_sys, csw;
+	bool has_handler;
 	double hcpu_us;
 	long slab_b;
 	double p50_us, p99_us;
@@ -175,6 +180,7 @@ struct vcpu_ctx {
 	pthread_t thread;
 	int efd;		/* exit_handler: the handler's answer */
 	u64 uf_exits;
+	u64 syscalls;		/* made in the timed window */
 };
 
 struct bench {
@@ -446,12 +452,14 @@ static void vcpu_userfault_exit(struct vcpu_ctx *c)
 		    run->memory_fault.gpa, run->memory_fault.flags);
 	c->uf_exits++;
 	if (b->m->handler == H_EXIT_SELF) {
-		/* Not counted as the handler's: the vCPU thread's own. */
+		/* The vCPU thread is the handler: its pwrite()s are counted. */
+		__atomic_add_fetch(&b->syscalls, 1, __ATOMIC_RELAXED);
 		TEST_ASSERT(pwrite(b->fd, fill_page, PAGE_SIZE, off) ==
 			    PAGE_SIZE || errno == EEXIST,
 			    "pwrite at 0x%lx: errno %d", off, errno);
 		return;
 	}
+	c->syscalls += 2;
 	TEST_ASSERT(write(b->req_pipe[1], req, sizeof(req)) == sizeof(req),
 		    "write(pipe): errno %d", errno);
 	TEST_ASSERT(read(c->efd, &val, sizeof(val)) == sizeof(val),
@@ -463,9 +471,11 @@ static void *vcpu_thread(void *arg)
 	struct vcpu_ctx *c = arg;
 	struct kvm_run *run = c->vcpu->run;
 	struct ucall uc;
+	bool timed = false;
 	int r;
 
 	for (;;) {
+		c->syscalls += timed;
 		r = __vcpu_run(c->vcpu);
 		if (r == -1 && errno == EINTR)
 			continue;
@@ -480,6 +490,7 @@ static void *vcpu_thread(void *arg)
 		case UCALL_SYNC:
 			pthread_barrier_wait(&c->b->ready);
 			pthread_barrier_wait(&c->b->go);
+			timed = true;
 			continue;
 		case UCALL_DONE:
 			return NULL;
@@ -683,11 +694,13 @@ static void run_vcpus(const struct mode *m, int nr_vcpus, u64 pages_per_vcpu,
 		s->pf += vcpu_get_stat(vcpus[i], pf_taken);
 		s->exits += vcpu_get_stat(vcpus[i], exits);
 		s->uf_exits += b.vc[i].uf_exits;
+		s->vcpu_sys += b.vc[i].syscalls;
 	}
 	s->pf -= pf0;
 	s->exits -= ex0;
 	handler_stop(&b);
 	s->syscalls = b.syscalls;
+	s->has_handler = b.has_handler;
 	s->hcpu_us = b.hcpu_us;
 	s->pages = b.pages;
 
@@ -784,6 +797,7 @@ static void run_threads(const struct mode *m, int nr_threads, u64 pages,
 	handler_stop(&b);
 	s->pf = s->exits = s->uf_exits = 0;
 	s->syscalls = b.syscalls;
+	s->has_handler = b.has_handler;
 	s->hcpu_us = b.hcpu_us;
 	s->pages = b.pages;
 	percentiles(b.host_lat, b.pages, 1000, s);
@@ -810,12 +824,18 @@ static void print_sample(const struct mode *m, int n, int round,
 	       m->host ? "threads" : "vcpus", n, round, s->pages, s->secs,
 	       s->pages / s->secs);
 	if (m->host)
-		printf(",,,");
+		printf(",,,%.3f,", s->syscalls / f);
 	else
-		printf("%.3f,%.3f,%.3f,", s->pf / f, s->exits / f,
-		       s->uf_exits / f);
-	printf("%.3f,%.3f,%.2f,%.2f,%.3f,%.2f\n", s->syscalls / f, s->csw / f,
-	       s->p50_us, s->p99_us, s->hcpu_us / f, s->slab_b / f);
+		printf("%.3f,%.3f,%.3f,%.3f,", s->pf / f, s->exits / f,
+		       s->uf_exits / f, s->syscalls / f);
+	if (m->host)
+		printf(",");
+	else
+		printf("%.3f,", s->vcpu_sys / f);
+	printf("%.3f,%.2f,%.2f,", s->csw / f, s->p50_us, s->p99_us);
+	if (s->has_handler)
+		printf("%.3f", s->hcpu_us / f);
+	printf(",%.2f\n", s->slab_b / f);
 	fflush(stdout);
 }
 
@@ -877,7 +897,7 @@ int main(int argc, char *argv[])
 	TEST_REQUIRE((features & BENCH_FEATURES) == BENCH_FEATURES);
 	memset(fill_page, FILL_BYTE, sizeof(fill_page));
 
-	printf("bench-header,mode,kind,n,round,pages,secs,rate,pf,exits,uf_exits,syscalls,csw,p50_us,p99_us,hcpu_us,slab_b\n");
+	printf("bench-header,mode,kind,n,round,pages,secs,rate,pf,exits,uf_exits,syscalls,vcpu_sys,csw,p50_us,p99_us,hcpu_us,slab_b\n");
 	for (i = 0; i < ARRAY_SIZE(modes); i++) {
 		const struct mode *m = &modes[i];
 		int *ns = m->host ? threads : vcpus;
