@@ -34,6 +34,8 @@ BENCH_ICOUNT ?= shift=3,sleep=off
 BENCH_ARGS ?=
 BENCH_TIMEOUT ?= 1500
 BENCH_README ?= README.md
+# Debian's, for which python3-matplotlib is installed (scripts/deps.sh).
+BENCH_PYTHON ?= /usr/bin/python3
 
 .PHONY: all help deps kernel kernel-release headers lib install tests initramfs \
 	check check-host check-harness check-vm demo bench shell patches checkpatch clean \
@@ -136,7 +138,7 @@ demo: kernel initramfs
 # Every mode in one boot of the release kernel, twice: under -icount, then
 # under plain TCG. Writes $(O)/bench/bench.{csv,md,png} and the README's table.
 bench: kernel-release initramfs
-	@python3 scripts/bench.py --kernel $$(cat $(O)/bzImage-release.path) \
+	@$(BENCH_PYTHON) scripts/bench.py --kernel $$(cat $(O)/bzImage-release.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
 		--out $(O)/bench --icount $(BENCH_ICOUNT) \
 		--timeout $(BENCH_TIMEOUT) --readme $(BENCH_README) \

@@ -276,6 +276,11 @@ def update_readme(path, md):
 
 
 def host_config(args, vmconf, load):
+    flavour = vmconf.get("flavour") or \
+        ("debug" if "-debug/" in (args.kernel or "") else "release")
+    if flavour == "debug":
+        flavour = ("DEBUG (lockdep, KASAN: not the figures to compare "
+                   "with the release kernel's)")
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -293,7 +298,7 @@ def host_config(args, vmconf, load):
     return (f"host {cpu}, {os.cpu_count()} CPUs, load average "
             f"{load:.1f} at the start; {qemu}, q35, "
             f"-cpu max, 2 vCPUs, 4 GiB, the guest's KVM nested (SVM); "
-            f"release kernel {vmconf.get('kernel', '?')}; "
+            f"{flavour} kernel {vmconf.get('kernel', '?')}; "
             f"{vmconf.get('mib_per_vcpu', '?')} MiB per vCPU, "
             f"{vmconf.get('rounds', '?')} rounds per mode; "
             f"configurations: icount = `-icount {args.icount}`, "
