@@ -228,12 +228,15 @@ def plot(results, path):
                                              ("threads", HOST_MODES))):
             ax = axes[row][col]
             ns = sorted({int(r["n"]) for r in rows if r["kind"] == kind})
-            for mode in modes:
+            colors = plt.get_cmap("tab20").colors
+            for i, mode in enumerate(modes):
                 pts = [(n, mean(rows, mode, n, "rate")) for n in ns]
                 pts = [(n, v) for n, v in pts if v is not None]
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts],
-                            marker="o", label=mode)
+                            marker="osv^D<>ph*Xd"[i % 12],
+                            color=colors[(i * 2) % 20 + (i * 2 >= 20)],
+                            label=mode)
             ax.set_xlabel("vCPUs" if kind == "vcpus" else "host threads")
             ax.set_ylabel("pages/s")
             ax.set_yscale("log")
