@@ -29,10 +29,22 @@ STRESS_LIST := selftests/stress.list
 # overlay puts in tools/testing/selftests/kvm/gmemuf/.
 UPSTREAM_KVM_TESTS := guest_memfd_test
 OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/*_test.c))
+# The benchmark's programs (make bench): built with the tests, run by no check.
+BENCH_KVM_PROGS := demand_paging_test gmemuf/gmemuf_bench
+# make bench: QEMU's -icount for the headline column, plain TCG for the
+# second; BENCH_ARGS go to gmemuf_bench (scripts/vm-bench), and the table
+# goes into BENCH_README.
+BENCH_ICOUNT ?= shift=3,sleep=off
+BENCH_ARGS ?=
+BENCH_TIMEOUT ?= 1500
+BENCH_README ?= README.md
+# Debian's, for which python3-matplotlib is installed (scripts/deps.sh).
+BENCH_PYTHON ?= /usr/bin/python3
 
 .PHONY: all help deps kernel kernel-release headers lib install tests initramfs \
-	check check-host check-harness check-vm demo stress stress-initramfs shell \
-	patches checkpatch clean distclean qemu qemu-guest qemu-initramfs qemu-demo
+	check check-host check-harness check-vm demo stress stress-initramfs bench \
+	shell patches checkpatch clean distclean qemu qemu-guest qemu-initramfs \
+	qemu-demo
 
 # libgmemuf/Makefile builds the library, its tests and its installation.
 LIBMK = $(MAKE) --no-print-directory -f libgmemuf/Makefile O=$(O)
@@ -51,6 +63,8 @@ help:
 	@echo 'make demo            boot the VM and run the post-copy demo'
 	@echo 'make stress          the examples RUNS times (20) in the VM, beside'
 	@echo '                     SPINNERS host busy loops (one per CPU)'
+	@echo 'make bench           the benchmark, on the release kernel, one boot'
+	@echo '                     under -icount and one under plain TCG'
 	@echo 'make shell           boot the VM with a shell, tests in /tests'
 	@echo 'make patches         write the kernel series to $(O)/patches'
 	@echo 'make checkpatch      run checkpatch.pl --strict on the series'
@@ -86,7 +100,8 @@ install: lib
 	@$(LIBMK) install
 
 tests: headers
-	@$(KSH) kvm-selftests $(O)/tests $(UPSTREAM_KVM_TESTS) $(OUR_KVM_TESTS)
+	@$(KSH) kvm-selftests $(O)/tests $(UPSTREAM_KVM_TESTS) $(OUR_KVM_TESTS) \
+		$(BENCH_KVM_PROGS)
 	@$(MAKE) --no-print-directory -f selftests/Makefile O=$(O) \
 		HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
 	@$(LIBMK) tests HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
@@ -96,12 +111,14 @@ tests: headers
 # The examples' programs that the run list does not name: its entries
 # start them. /tests/demo is what gmemuf.mode=demo runs.
 EXAMPLE_BINS := postcopy-src postcopy-dst snapshot-vm snapshot-handler demo
+BENCH_BINS := $(O)/tests/demand_paging_test $(O)/tests/gmemuf_bench \
+	scripts/vm-bench
 
 # Every binary the run list names, from $(O)/tests.
 initramfs: tests
 	@scripts/initramfs.sh $(O)/initramfs.cpio.gz $(RUN_LIST) \
 		$$(awk '!/^#/ && NF { print "$(O)/tests/" $$3 }' $(RUN_LIST) | sort -u) \
-		$(addprefix $(O)/tests/,$(EXAMPLE_BINS))
+		$(addprefix $(O)/tests/,$(EXAMPLE_BINS)) $(BENCH_BINS)
 	@echo "  INITRD  $(O)/initramfs.cpio.gz"
 
 # The same, with the stress list as the VM's list.
@@ -140,6 +157,15 @@ demo: kernel initramfs
 stress: kernel stress-initramfs
 	@scripts/stress.sh $$(cat $(O)/bzImage-debug.path) $(O)/stress.cpio.gz \
 		$(STRESS_LIST) $(O)/logs/stress $(RUNS) $(SPINNERS)
+
+# Every mode in one boot of the release kernel, twice: under -icount, then
+# under plain TCG. Writes $(O)/bench/bench.{csv,md,png} and the README's table.
+bench: kernel-release initramfs
+	@$(BENCH_PYTHON) scripts/bench.py --kernel $$(cat $(O)/bzImage-release.path) \
+		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
+		--out $(O)/bench --icount $(BENCH_ICOUNT) \
+		--timeout $(BENCH_TIMEOUT) --readme $(BENCH_README) \
+		$(if $(BENCH_ARGS),--bench-args "$(BENCH_ARGS)")
 
 shell: kernel initramfs
 	qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 4G -nographic -no-reboot \

@@ -10,6 +10,8 @@ pkgs=(
 	# the kernel
 	build-essential bc bison flex libelf-dev libssl-dev cpio kmod rsync
 	xz-utils zstd python3 perl ccache
+	# make bench: its plot
+	python3-matplotlib
 	# the test VM
 	qemu-system-x86 busybox-static file
 	# the library, the tests, the examples

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-only
 """Host-side tests of vmtest.py: the console scanner and the result parser,
-on the sample logs of scripts/testdata/. They need no kernel and no VM."""
+and of bench.py's report, on the sample logs of scripts/testdata/. They need
+no kernel and no VM."""
 
 import io
 import os
@@ -11,6 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vmtest  # noqa: E402
+import bench  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata")
 
@@ -206,6 +208,61 @@ class Repeat(unittest.TestCase):
             with open(os.path.join(d, "snap.2", "console.log")) as f:
                 self.assertIn("WARNING: CPU: 0 PID: 1 at x", f.read())
             self.assertFalse(os.path.exists(os.path.join(d, "demo.1")))
+
+
+class BenchReport(unittest.TestCase):
+    """bench.py on the serial output of a short `make bench` run."""
+
+    def setUp(self):
+        self.rows, self.dpt, self.conf = bench.parse_log(
+            os.path.join(DATA, "bench.tests"))
+
+    def test_parse(self):
+        # 12 vCPU modes and 2 host modes, at 2 counts each, one round;
+        # the program's other output ("Random seed") is not a row.
+        self.assertEqual(len(self.rows), 28)
+        self.assertEqual(len(self.dpt), 6)
+        self.assertEqual(self.conf["mib_per_vcpu"], "2")
+        w = [r for r in self.rows if r["mode"] == "wait_shared_pwrite"
+             and r["n"] == 1][0]
+        self.assertEqual((w["pages"], w["pf"], w["hcpu_us"]),
+                         (512, 2.004, 6909.029))
+        e = [r for r in self.rows if r["mode"] == "exit_self"][0]
+        self.assertIsNone(e["hcpu_us"])
+        h = [r for r in self.rows if r["mode"] == "host_gmemuf"][0]
+        self.assertIsNone(h["pf"])
+
+    def test_goals_met_and_missed_with_ratios(self):
+        g = {name: (shown, state) for name, shown, state in
+             bench.goals(self.rows, [1, 2], [1, 2])}
+        self.assertEqual(
+            g["1 vCPU: wait_shared_pwrite >= 2.0x uffd_missing"],
+            ("1.32x", "missed"))
+        self.assertEqual(
+            g["1 vCPU: armed, all present, within 3% of plain"],
+            ("+9.7%", "met"))
+        self.assertEqual(
+            g["1 vCPU: 1 KVM page fault per userfault page "
+              "(wait_shared_pwrite)"], ("2.00 per page", "missed"))
+        self.assertEqual(len(g), 21)
+
+    def test_report_and_readme(self):
+        md = bench.report([("tcg", self.rows, self.dpt, self.conf)],
+                          {"date": "D", "duration": 1, "config": "C"})
+        self.assertIn("| `uffd_missing` | 1 | 55 | 1.00 | 0.57 | 0.02 |",
+                      md)
+        self.assertIn("| -u MISSING | 1 | 120 |", md)
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                            f"bench-readme-{os.getpid()}.md")
+        with open(path, "w") as f:
+            f.write("a\n<!-- bench-begin -->\nold\n<!-- bench-end -->\nb\n")
+        try:
+            bench.update_readme(path, "new\n")
+            with open(path) as f:
+                self.assertEqual(f.read(), "a\n<!-- bench-begin -->\nnew\n"
+                                 "<!-- bench-end -->\nb\n")
+        finally:
+            os.unlink(path)
 
 
 if __name__ == "__main__":

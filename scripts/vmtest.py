@@ -302,8 +302,11 @@ def qemu_command(args, test_log):
         append.append(f"gmemuf.repeat={args.repeat}")
     if args.append:
         append.append(args.append)
+    # -icount: QEMU counts instructions for its clock (one vCPU thread),
+    # so that timings depend on the guest's work rather than the host's load.
+    icount = ["-icount", args.icount] if getattr(args, "icount", None) else []
     return [args.qemu, "-M", "q35", "-cpu", "max", "-smp", "2", "-m", "4G",
-            "-nographic", "-no-reboot", "-monitor", "none",
+            "-nographic", "-no-reboot", "-monitor", "none"] + icount + [
             "-kernel", args.kernel, "-initrd", args.initrd,
             "-append", " ".join(append),
             "-serial", "stdio", "-serial", f"file:{test_log}"]
@@ -343,6 +346,9 @@ def run(args):
                 e = KMSG_END.search(text)
                 if "gmemuf: demo begin" in text:
                     demo_begun = True
+                if args.mode == "bench" and re.search(r"gmemuf: bench ", text):
+                    print(f"[{time.monotonic() - start:6.1f}s] {text}",
+                          flush=True)
                 if args.mode == "demo" and not m:
                     if demo_begun:
                         print(line, flush=True)
@@ -374,13 +380,17 @@ def run(args):
     except FileNotFoundError:
         test_lines = []
 
-    if args.mode == "demo":
-        ok = any("gmemuf: demo end 0" in line for line in console)
+    if args.mode in ("demo", "bench"):
+        ok = any(f"gmemuf: {args.mode} end 0" in line for line in console)
         reports = scan_console(console)
         for kind, text, _ in reports:
             print(f"FAIL kernel {kind}: {text}")
         if timed_out:
-            print(f"FAIL the demo VM did not finish in {args.timeout} s")
+            print(f"FAIL the {args.mode} VM did not finish in "
+                  f"{args.timeout} s")
+        elif not ok:
+            print(f"FAIL the {args.mode} did not end with status 0 "
+                  f"(logs: {console_log}, {test_log})")
         return 0 if ok and not reports and not timed_out else 1
 
     results = judge(console, test_lines, tests)
@@ -416,7 +426,8 @@ def main():
     r.add_argument("--only", help="run the tests whose name contains this")
     r.add_argument("--repeat", type=int, default=0,
                    help="run the list this many times (make stress)")
-    r.add_argument("--mode", default="test", choices=("test", "demo"))
+    r.add_argument("--mode", default="test", choices=("test", "demo", "bench"))
+    r.add_argument("--icount", help="QEMU's -icount, e.g. shift=3,sleep=off")
     r.add_argument("--append", help="more kernel command line")
     r.add_argument("--qemu", default="qemu-system-x86_64")
     j = sub.add_parser("judge", help="judge the logs of a finished run")
