@@ -24,10 +24,17 @@ RUN_LIST := selftests/run.list
 # The tree's own KVM selftests that run in every check, and ours, which the
 # overlay puts in tools/testing/selftests/kvm/gmemuf/.
 UPSTREAM_KVM_TESTS := guest_memfd_test
-OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/*_test.c))
+OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/*_test.c)) \
+	gmemuf/gmemuf_fuzz
+
+# make fuzz: how long the fuzzer runs in the VM, with which seed (a random
+# one, printed, if empty), and any other arguments (--procs 4 --threads 6).
+FUZZ_SECONDS ?= 300
+FUZZ_SEED ?=
+FUZZ_ARGS ?=
 
 .PHONY: all help deps kernel kernel-release headers lib install tests initramfs \
-	check check-host check-harness check-vm demo shell patches checkpatch clean \
+	check check-host check-harness check-vm demo fuzz shell patches checkpatch clean \
 	distclean
 
 # libgmemuf/Makefile builds the library, its tests and its installation.
@@ -45,6 +52,8 @@ help:
 	@echo 'make check           host-side tests, then every test in the VM'
 	@echo '                     (T=name runs only matching tests)'
 	@echo 'make demo            boot the VM and run the post-copy demo'
+	@echo 'make fuzz            boot the VM and run the UAPI fuzzer'
+	@echo '                     (FUZZ_SECONDS=300 FUZZ_SEED=n FUZZ_ARGS=...)'
 	@echo 'make shell           boot the VM with a shell, tests in /tests'
 	@echo 'make patches         write the kernel series to $(O)/patches'
 	@echo 'make checkpatch      run checkpatch.pl --strict on the series'
@@ -118,6 +127,22 @@ demo: kernel initramfs
 	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
 		--logs $(O)/logs --timeout $(VM_TIMEOUT) --mode demo
+
+# The UAPI fuzzer (selftests/kvm/gmemuf_fuzz.c) in the VM, for FUZZ_SECONDS.
+# Its arguments reach the VM's /init on the kernel command line, with
+# commas for spaces.
+comma := ,
+empty :=
+space := $(empty) $(empty)
+FUZZ_CMDLINE = --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) \
+	$(FUZZ_ARGS)
+
+fuzz: kernel initramfs
+	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
+		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
+		--logs $(O)/logs --mode fuzz --timeout-scale $(TIMEOUT_SCALE) \
+		--timeout $$(($(FUZZ_SECONDS) + 600 * $(TIMEOUT_SCALE))) \
+		--append "gmemuf.fuzz=$(subst $(space),$(comma),$(strip $(FUZZ_CMDLINE)))"
 
 shell: kernel initramfs
 	qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 2G -nographic -no-reboot \

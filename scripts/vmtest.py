@@ -248,7 +248,7 @@ def run(args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def pump():
-        # The demo's own output, not the firmware's before it.
+        # The demo's (or fuzzer's) own output, not the firmware's before it.
         demo_begun = False
         with open(console_log, "wb") as log:
             for raw in proc.stdout:
@@ -258,9 +258,9 @@ def run(args):
                 m = PRINTK.search(line)
                 text = m.group(1) if m else ""
                 e = KMSG_END.search(text)
-                if "gmemuf: demo begin" in text:
+                if f"gmemuf: {args.mode} begin" in text:
                     demo_begun = True
-                if args.mode == "demo" and not m:
+                if args.mode in ("demo", "fuzz") and not m:
                     if demo_begun:
                         print(line, flush=True)
                 elif e and e.group(2):
@@ -291,13 +291,16 @@ def run(args):
     except FileNotFoundError:
         test_lines = []
 
-    if args.mode == "demo":
-        ok = any("gmemuf: demo end 0" in line for line in console)
+    if args.mode in ("demo", "fuzz"):
+        ok = any(f"gmemuf: {args.mode} end 0" in line for line in console)
         reports = scan_console(console)
         for kind, text, _ in reports:
             print(f"FAIL kernel {kind}: {text}")
         if timed_out:
-            print(f"FAIL the demo VM did not finish in {args.timeout} s")
+            print(f"FAIL the {args.mode} VM did not finish in {args.timeout} s")
+        elif not ok:
+            print(f"FAIL the {args.mode} did not end with status 0")
+        print(f"logs: {console_log} (console)")
         return 0 if ok and not reports and not timed_out else 1
 
     results = judge(console, test_lines, tests)
@@ -328,7 +331,7 @@ def main():
                    help="seconds for the whole VM run")
     r.add_argument("--timeout-scale", type=int, default=1)
     r.add_argument("--only", help="run the tests whose name contains this")
-    r.add_argument("--mode", default="test", choices=("test", "demo"))
+    r.add_argument("--mode", default="test", choices=("test", "demo", "fuzz"))
     r.add_argument("--append", help="more kernel command line")
     r.add_argument("--qemu", default="qemu-system-x86_64")
     j = sub.add_parser("judge", help="judge the logs of a finished run")
