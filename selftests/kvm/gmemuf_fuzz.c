@@ -237,6 +237,7 @@ struct ufile {
 	int slot;
 	pthread_mutex_t slot_lock;
 	_Atomic bool slot_present;
+	_Atomic u32 slot_seq;	/* odd while the memslot is deleted */
 	pthread_mutex_t stripe[NSTRIPES];
 	_Atomic u32 *next_gen;	/* shared: the next generation to write */
 	struct spage *pg;	/* shared */
@@ -1149,8 +1150,14 @@ static void punch_op(struct thr *t)
 	l = op_begin(alloc ? OP_allocate : OP_punch, f->idx, page, n);
 	lock_pages(f, page, n);
 	if (alloc) {
-		/* Allocating pages leaves the bitmap alone. */
-		r = fallocate(f->fd, FALLOC_FL_KEEP_SIZE, page * PG, n * PG);
+		/*
+		 * Allocating pages leaves the bitmap alone. It stops with
+		 * EINTR when a signal, or io_uring's task work, is pending.
+		 */
+		do {
+			r = fallocate(f->fd, FALLOC_FL_KEEP_SIZE, page * PG,
+				      n * PG);
+		} while (r && errno == EINTR);
 		if (r)
 			fail("fallocate(KEEP_SIZE) of file %d: errno %d",
 			     f->idx, errno);
@@ -1174,6 +1181,7 @@ static void punch_op(struct thr *t)
 /* The shadow's view of a page, taken before it is read. */
 struct snap {
 	u32 seq;
+	u32 slot_seq;
 	bool present, shared;
 	u32 gen;
 };
@@ -1181,6 +1189,7 @@ struct snap {
 static void snap_take(struct ufile *f, u64 page, struct snap *s)
 {
 	s->seq = atomic_load(&f->pg[page].seq);
+	s->slot_seq = atomic_load(&f->slot_seq);
 	s->present = atomic_load(&f->pg[page].present);
 	s->gen = atomic_load(&f->pg[page].gen);
 	s->shared = atomic_load(&f->pg[page].shared);
@@ -1717,6 +1726,7 @@ static void memslot_op(struct thr *t)
 		return;
 	l = op_begin(OP_memslot, f->idx, 0, 0);
 	pthread_mutex_lock(&f->slot_lock);
+	atomic_fetch_add(&f->slot_seq, 1);
 	r = slot_set(f, false);
 	if (r)
 		fail("deleting the memslot of file %d: errno %d", f->idx, errno);
@@ -1727,6 +1737,7 @@ static void memslot_op(struct thr *t)
 		fail("binding file %d to its memslot again: errno %d", f->idx,
 		     errno);
 	atomic_store(&f->slot_present, true);
+	atomic_fetch_add(&f->slot_seq, 1);
 	pthread_mutex_unlock(&f->slot_lock);
 	op_end(l, r, 0);
 }
@@ -2113,6 +2124,7 @@ static void vcpu_to_ucall(struct thr *t, struct ucall *uc, bool *mmio,
 			  struct ufile *f, u64 page, struct snap *s)
 {
 	struct kvm_run *run = t->vcpu->run;
+	unsigned int races = 0;
 	int r;
 
 	for (;;) {
@@ -2131,8 +2143,21 @@ static void vcpu_to_ucall(struct thr *t, struct ucall *uc, bool *mmio,
 			 */
 			if (W.private_vm && s &&
 			    !(run->memory_fault.flags & KVM_MEMORY_EXIT_FLAG_USERFAULT) &&
-			    snap_tainted(f, page, s)) {
+			    snap_tainted(f, page, s) && ++races < 1000) {
 				count(OP_tainted);
+				continue;
+			}
+			/*
+			 * A private access with the memslot deleted exits
+			 * too: enter again once it is back.
+			 */
+			if (W.private_vm && s &&
+			    !(run->memory_fault.flags & KVM_MEMORY_EXIT_FLAG_USERFAULT) &&
+			    ((s->slot_seq & 1) ||
+			     atomic_load(&f->slot_seq) != s->slot_seq)) {
+				*mmio = true;
+				while (atomic_load(&f->slot_seq) & 1)
+					sleep_ms(1);
 				continue;
 			}
 			count(OP_vcpu_exit);
@@ -2140,11 +2165,14 @@ static void vcpu_to_ucall(struct thr *t, struct ucall *uc, bool *mmio,
 			    !(run->memory_fault.flags & KVM_MEMORY_EXIT_FLAG_USERFAULT) ||
 			    run->memory_fault.gpa != want ||
 			    run->memory_fault.size != PG)
-				fail("KVM_RUN: memory fault gpa 0x%llx size 0x%llx flags 0x%llx; touching gpa 0x%llx of file %d (exit mode %d)",
+				fail("KVM_RUN: memory fault gpa 0x%llx size 0x%llx flags 0x%llx (%u times); touching gpa 0x%llx of file %d (exit mode %d, attribute %s, shadow %s gen %u)",
 				     run->memory_fault.gpa, run->memory_fault.size,
-				     run->memory_fault.flags,
+				     run->memory_fault.flags, races,
 				     (unsigned long long)want, f->idx,
-				     f->exit_mode);
+				     f->exit_mode,
+				     atomic_load(&f->pg[page].shared) ? "shared" : "private",
+				     atomic_load(&f->pg[page].present) ? "present" : "missing",
+				     atomic_load(&f->pg[page].gen));
 			if (!!(run->memory_fault.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !=
 			    (W.private_vm && !atomic_load(&f->pg[page].shared)) &&
 			    !(atomic_load(&f->pg[page].seq) & 1))
