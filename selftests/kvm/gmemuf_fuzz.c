@@ -146,7 +146,7 @@ static bool opt_verbose;
 	X(ring_exit) X(punch) X(allocate) X(touch) X(kernel_touch)	\
 	X(mmap) X(verify) X(memslot) X(convert) X(kick) X(create)	\
 	X(enospc) X(child) X(vcpu_read) X(vcpu_write) X(vcpu_exit)	\
-	X(vcpu_mmio) X(prefault) X(resolve) X(tainted)
+	X(vcpu_mmio) X(vcpu_convert) X(prefault) X(resolve) X(tainted)
 
 #define X_ENUM(n) OP_##n,
 enum op { OPS(X_ENUM) NR_OPS };
@@ -2120,6 +2120,25 @@ static void guest_main(struct mailbox *mb)
  * Run the vCPU until its next ucall; answer exits on the way. Returns the
  * ucall, with *mmio set if an MMIO exit (a deleted memslot) was seen.
  */
+/* Convert one page to private or shared, as a VMM does on a memory fault. */
+static void vcpu_convert(struct ufile *f, u64 page, bool to_shared)
+{
+	struct kvm_memory_attributes attr = {
+		.address = f->gpa + page * PG,
+		.size = PG,
+		.attributes = to_shared ? 0 : KVM_MEMORY_ATTRIBUTE_PRIVATE,
+	};
+
+	count(OP_vcpu_convert);
+	lock_pages(f, page, 1);
+	seq_begin(f, page, 1);
+	if (__vm_ioctl(W.vm, KVM_SET_MEMORY_ATTRIBUTES, &attr))
+		fail("KVM_SET_MEMORY_ATTRIBUTES: errno %d", errno);
+	atomic_store(&f->pg[page].shared, to_shared);
+	seq_end(f, page, 1);
+	unlock_pages(f, page, 1);
+}
+
 static void vcpu_to_ucall(struct thr *t, struct ucall *uc, bool *mmio,
 			  struct ufile *f, u64 page, struct snap *s)
 {
@@ -2138,26 +2157,24 @@ static void vcpu_to_ucall(struct thr *t, struct ucall *uc, bool *mmio,
 			u64 start = now_ms();
 
 			/*
-			 * A private VM's fault that raced a conversion exits
-			 * as a private/shared mismatch: enter again.
+			 * In a private VM, a private access with the memslot
+			 * deleted exits, as does an access that is private or
+			 * shared against the page's attribute (it raced a
+			 * conversion, or KVM took it as shared: see
+			 * stale_mmio_spte_then_private in gmemuf_vcpu_test).
+			 * As a VMM does: wait for the memslot, convert the
+			 * page as the exit asks, enter again.
 			 */
 			if (W.private_vm && s &&
 			    !(run->memory_fault.flags & KVM_MEMORY_EXIT_FLAG_USERFAULT) &&
-			    snap_tainted(f, page, s) && ++races < 1000) {
-				count(OP_tainted);
-				continue;
-			}
-			/*
-			 * A private access with the memslot deleted exits
-			 * too: enter again once it is back.
-			 */
-			if (W.private_vm && s &&
-			    !(run->memory_fault.flags & KVM_MEMORY_EXIT_FLAG_USERFAULT) &&
-			    ((s->slot_seq & 1) ||
-			     atomic_load(&f->slot_seq) != s->slot_seq)) {
-				*mmio = true;
+			    ++races < 100) {
+				if ((s->slot_seq & 1) ||
+				    atomic_load(&f->slot_seq) != s->slot_seq)
+					*mmio = true;
 				while (atomic_load(&f->slot_seq) & 1)
 					sleep_ms(1);
+				vcpu_convert(f, page, !(run->memory_fault.flags &
+							KVM_MEMORY_EXIT_FLAG_PRIVATE));
 				continue;
 			}
 			count(OP_vcpu_exit);
