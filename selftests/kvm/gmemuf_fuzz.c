@@ -262,6 +262,8 @@ struct thr {
 	u8 *buf;		/* source buffer: 64 pages + a guard */
 	u8 *guard;		/* a PROT_NONE page after buf */
 	int memfd;		/* for kernel-mode touches */
+	struct gmemuf_fault *recbufs;	/* [RECBUFS][FETCH_NR_MAX] */
+	unsigned int recbuf_next;
 	_Atomic int cur_op;
 	_Atomic u64 op_start;	/* 0 when idle */
 	_Atomic int wait_file;	/* -1: waits for nothing */
@@ -1343,11 +1345,18 @@ static void verify_op(struct thr *t)
 
 #define FETCH_NR_MAX	64
 
+/*
+ * A ring may outlive the session that closed it, while a child forked
+ * meanwhile holds its fd: its fetches may still write their records. So a
+ * session's record buffer is not used again until RECBUFS sessions later.
+ */
+#define RECBUFS		64
+
 struct hctx {
 	int hfd;
 	struct io_uring ring;
 	struct ufile *f;
-	struct gmemuf_fault rec[FETCH_NR_MAX];
+	struct gmemuf_fault *rec;	/* [FETCH_NR_MAX] */
 	int parked;		/* good fetches outstanding */
 	int other;		/* other commands outstanding */
 };
@@ -1503,6 +1512,8 @@ static void handler_session(struct thr *t, u64 ms)
 	struct hctx h = { .f = f };
 	struct oplog *l;
 	int r, i;
+
+	h.rec = t->recbufs + (t->recbuf_next++ % RECBUFS) * FETCH_NR_MAX;
 
 	l = op_begin(OP_handler, f->idx, 0, 0);
 	h.hfd = ioctl(f->fd, GMEMUF_IOC_HANDLER, 0);
@@ -1918,8 +1929,11 @@ static void child_op(struct thr *t)
 	if (pid < 0)
 		fail("fork: errno %d", errno);
 	if (!pid) {
-		close(sv[0]);
-		child_main(t, f, sv[1], what);
+		/* Only its socket: other threads' rings must not live on. */
+		if (sv[1] != 3)
+			dup2(sv[1], 3);
+		close_range(4, ~0U, 0);
+		child_main(t, f, 3, what);
 	}
 	close(sv[1]);
 	send_fd(sv[0], f->fd);
@@ -2047,6 +2061,11 @@ static void thr_setup(struct thr *t)
 		fail("mmap of a buffer");
 	t->guard = t->buf + 64 * PG;
 	mprotect(t->guard, PG, PROT_NONE);
+	t->recbufs = mmap(NULL, RECBUFS * FETCH_NR_MAX * sizeof(*t->recbufs),
+			  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+	if (t->recbufs == MAP_FAILED)
+		fail("mmap of record buffers");
 	t->memfd = memfd_create("gmemuf_fuzz", 0);
 	if (t->memfd < 0 || ftruncate(t->memfd, PG))
 		fail("memfd_create");
