@@ -3,7 +3,7 @@
  * gmemuf_fuzz: a seeded, time-bounded fuzzer of the gmemuf UAPI.
  *
  *   gmemuf_fuzz [--seconds N] [--seed S] [--procs P] [--threads T]
- *               [--vcpus V] [--hang-seconds H] [--unsafe] [--verbose]
+ *               [--vcpus V] [--hang-seconds H] [--unsafe] [--self-test]
  *
  * P worker processes each build a world of their own: a VM (a default VM
  * with shared, mmap-able userfault guest_memfds for even workers, a
@@ -135,7 +135,12 @@ static int opt_hang_s;
  * whole of one.
  */
 static bool opt_unsafe;
-static bool opt_verbose;
+/*
+ * --self-test: make the shadow lie about one page that is populated, as if
+ * the kernel had written another generation, and pass only if the run
+ * fails: the checks can fail.
+ */
+static bool opt_self_test;
 
 /* --- operations, and their counts ---------------------------------- */
 
@@ -158,6 +163,7 @@ struct global {
 	_Atomic u64 count[NR_OPS];
 	_Atomic int failures;
 	_Atomic int stop;
+	_Atomic int injected;
 };
 static struct global *G;
 
@@ -665,6 +671,8 @@ static long do_write(struct thr *t, int fd, enum how how, const u8 *buf,
  * with @bad_at < n, a source that cannot be read from page @bad_at on:
  * the bytes written, or -errno; *alt is another acceptable answer or 1.
  */
+static void verify_locked(struct ufile *f, u64 page, u64 n);
+
 static long expect_populate(struct ufile *f, u64 page, u64 n, u64 bad_at,
 			    long *alt)
 {
@@ -716,6 +724,14 @@ static void populate_locked(struct thr *t, struct ufile *f, u64 page, u64 n,
 		     (unsigned long long)n, r, want);
 	for (i = 0; r > 0 && i < (u64)r / PG; i++)
 		set_present(f, page + i, gen[i]);
+	if (opt_self_test && r > 0 && f->mapped &&
+	    !atomic_exchange(&G->injected, 1)) {
+		printf("gmemuf_fuzz: self-test: the shadow of page %llu of file %d says generation %u, the page holds %u\n",
+		       (unsigned long long)page, f->idx, gen[0] + 1, gen[0]);
+		fflush(stdout);
+		atomic_store(&f->pg[page].gen, gen[0] + 1);
+		verify_locked(f, page, 1);
+	}
 }
 
 /*
@@ -1251,28 +1267,58 @@ static void touch_op(struct thr *t)
 	op_end(l, 0, 0);
 }
 
-/* A copy from the mapping by the kernel: a kernel-mode fault that waits. */
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ	22
+#define MADV_POPULATE_WRITE	23
+#endif
+
+/*
+ * The kernel touches the mapping: a kernel-mode fault that waits. By
+ * copy_from_user() (a write to a memfd from the mapping), by GUP
+ * (process_vm_readv() of our own memory), or by MADV_POPULATE_READ and
+ * _WRITE (GUP without a copy).
+ */
 static void kernel_touch_op(struct thr *t)
 {
 	struct ufile *f = &W.f[below(&t->rng, NR_FILES)];
 	u64 buf[WORDS], page = below(&t->rng, f->npages);
+	int how = below(&t->rng, 4);
+	struct iovec local = { .iov_base = buf, .iov_len = PG };
+	struct iovec remote;
 	struct oplog *l;
 	struct snap s;
 	long r;
 
 	if (!f->mapped)
 		return;
-	l = op_begin(OP_kernel_touch, f->idx, page, 1);
+	remote.iov_base = f->map + page * PG;
+	remote.iov_len = PG;
+	l = op_begin(OP_kernel_touch, f->idx, page, how);
 	snap_take(f, page, &s);
 	wait_publish(f->idx, page);
-	r = pwrite(t->memfd, f->map + page * PG, PG, 0);
+	switch (how) {
+	case 0:
+		r = pwrite(t->memfd, f->map + page * PG, PG, 0);
+		break;
+	case 1:
+		r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+		break;
+	default:
+		r = madvise(f->map + page * PG, PG, how == 2 ?
+			    MADV_POPULATE_READ : MADV_POPULATE_WRITE);
+		r = r ? -1 : (long)PG;
+		break;
+	}
 	wait_done();
 	if (r != (long)PG)
-		fail("pwrite to a memfd from the mapping of page %llu of file %d returned %ld errno %d",
+		fail("a kernel touch (%s) of page %llu of file %d returned %ld errno %d",
+		     how == 0 ? "copy_from_user" : how == 1 ? "process_vm_readv" :
+		     how == 2 ? "MADV_POPULATE_READ" : "MADV_POPULATE_WRITE",
 		     (unsigned long long)page, f->idx, r, errno);
-	if (pread(t->memfd, buf, PG, 0) != (long)PG)
+	if (how == 0 && pread(t->memfd, buf, PG, 0) != (long)PG)
 		fail("pread of the memfd");
-	check_read(f, page, buf, &s, "a kernel copy from the mapping");
+	if (how <= 1)
+		check_read(f, page, buf, &s, "a kernel copy from the mapping");
 	op_end(l, r, 0);
 }
 
@@ -1311,21 +1357,15 @@ static void mmap_op(struct thr *t)
 	op_end(l, 0, 0);
 }
 
-/* Read back present pages, locked: exactly what the shadow says. */
-static void verify_op(struct thr *t)
+/*
+ * Read back the present pages of [page, page + n), with their locks held:
+ * exactly what the shadow says.
+ */
+static void verify_locked(struct ufile *f, u64 page, u64 n)
 {
-	struct ufile *f = &W.f[below(&t->rng, NR_FILES)];
-	u64 page, n, i;
-	struct oplog *l;
 	char why[200];
+	u64 i;
 
-	if (!f->mapped)
-		return;
-	pick_range(&t->rng, f, &page, &n);
-	if (n > 64)
-		n = 64;
-	l = op_begin(OP_verify, f->idx, page, n);
-	lock_pages(f, page, n);
 	for (i = 0; i < n; i++) {
 		const u64 *w = (const u64 *)(f->map + (page + i) * PG);
 
@@ -1337,6 +1377,22 @@ static void verify_op(struct thr *t)
 			fail("present page %llu of file %d read back: %s",
 			     (unsigned long long)(page + i), f->idx, why);
 	}
+}
+
+static void verify_op(struct thr *t)
+{
+	struct ufile *f = &W.f[below(&t->rng, NR_FILES)];
+	struct oplog *l;
+	u64 page, n;
+
+	if (!f->mapped)
+		return;
+	pick_range(&t->rng, f, &page, &n);
+	if (n > 64)
+		n = 64;
+	l = op_begin(OP_verify, f->idx, page, n);
+	lock_pages(f, page, n);
+	verify_locked(f, page, n);
 	unlock_pages(f, page, n);
 	op_end(l, 0, 0);
 }
@@ -2633,7 +2689,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: gmemuf_fuzz [--seconds N] [--seed S] [--procs P] [--threads T]\n"
-		"                   [--vcpus V] [--hang-seconds H] [--unsafe] [--verbose]\n");
+		"                   [--vcpus V] [--hang-seconds H] [--unsafe] [--self-test]\n");
 	exit(2);
 }
 
@@ -2647,7 +2703,7 @@ int main(int argc, char *argv[])
 		{ "vcpus", required_argument, NULL, 'v' },
 		{ "hang-seconds", required_argument, NULL, 'H' },
 		{ "unsafe", no_argument, NULL, 'U' },
-		{ "verbose", no_argument, NULL, 'V' },
+		{ "self-test", no_argument, NULL, 'T' },
 		{}
 	};
 	u64 features, start, total = 0;
@@ -2666,7 +2722,7 @@ int main(int argc, char *argv[])
 		case 'v': opt_vcpus = atoi(optarg); break;
 		case 'H': opt_hang_s = atoi(optarg); break;
 		case 'U': opt_unsafe = true; break;
-		case 'V': opt_verbose = true; break;
+		case 'T': opt_self_test = true; break;
 		default: usage();
 		}
 	}
@@ -2753,5 +2809,10 @@ int main(int argc, char *argv[])
 		       (unsigned long long)atomic_load(&G->count[i]));
 	printf(" failures %d: %s\n", atomic_load(&G->failures) + (failed &&
 	       !atomic_load(&G->failures)), failed ? "FAIL" : "PASS");
+	if (opt_self_test) {
+		printf("gmemuf_fuzz: self-test: the injected error was %s\n",
+		       atomic_load(&G->failures) ? "caught" : "NOT caught");
+		return atomic_load(&G->failures) ? 0 : 1;
+	}
 	return failed ? 1 : 0;
 }
