@@ -1302,6 +1302,11 @@ static void kernel_touch_op(struct thr *t)
 		break;
 	case 1:
 		r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+		/* No CONFIG_CROSS_MEMORY_ATTACH: copy_from_user() instead. */
+		if (r < 0 && errno == ENOSYS) {
+			how = 0;
+			r = pwrite(t->memfd, f->map + page * PG, PG, 0);
+		}
 		break;
 	default:
 		r = madvise(f->map + page * PG, PG, how == 2 ?
