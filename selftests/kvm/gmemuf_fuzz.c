@@ -1694,9 +1694,7 @@ static void enospc_op(struct thr *t, int fd)
 
 static void create_op(struct thr *t)
 {
-	u64 flags, size, missing = 0, known = GUEST_MEMFD_FLAG_MMAP |
-		GUEST_MEMFD_FLAG_INIT_SHARED | GUEST_MEMFD_FLAG_USERFAULT |
-		GUEST_MEMFD_FLAG_USERFAULT_EXIT;
+	u64 flags, size, missing = 0;
 	int shift = opt_unsafe ? CREATE_MAX_SHIFT_UNSAFE : CREATE_MAX_SHIFT;
 	bool garbage = false, big;
 	struct oplog *l;
@@ -1748,7 +1746,6 @@ static void create_op(struct thr *t)
 		     (unsigned long long)size, (unsigned long long)flags,
 		     (unsigned long long)W.gmem_flags_supported, errno);
 	}
-	(void)known;
 	/* A small look at it: every page missing, or no userfault at all. */
 	r = get_bitmap(fd, 0, PG * (1 + below(&t->rng, 64 < size / PG ? 64 :
 						  size / PG)), NULL, &missing);
