@@ -1969,6 +1969,21 @@ static void child_main(struct thr *t, struct ufile *f, int sock, int what)
 	_exit(0);
 }
 
+/* The start of /proc/@pid/@what, for a report. */
+static void proc_read(pid_t pid, const char *what, char *buf, size_t len)
+{
+	char path[64];
+	int fd, n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", pid, what);
+	fd = open(path, O_RDONLY);
+	if (fd >= 0) {
+		n = read(fd, buf, len - 1);
+		close(fd);
+	}
+	buf[n > 0 ? n : 0] = 0;
+}
+
 static void child_op(struct thr *t)
 {
 	struct ufile *f = pick_file(&t->rng);
@@ -1995,19 +2010,43 @@ static void child_op(struct thr *t)
 	}
 	close(sv[1]);
 	send_fd(sv[0], f->fd);
-	/* Killed once ready, or before it is. */
-	if (chance(&t->rng, 80))
-		(void)!read(sv[0], &c, 1);
+	/* Killed once ready, or before it is; l->npages: the phase. */
+	l->npages = 1;
+	if (chance(&t->rng, 80)) {
+		struct pollfd pfd = { .fd = sv[0], .events = POLLIN };
+
+		if (poll(&pfd, 1, 10000) == 1) {
+			(void)!read(sv[0], &c, 1);
+		} else {
+			char stack[2048];
+
+			l->res = -ETIME;	/* not ready after 10 s */
+			proc_read(pid, "stack", stack, sizeof(stack));
+			fprintf(stderr, "gmemuf_fuzz: proc %d: a child is not ready after 10 s; its stack:\n%s\n",
+				W.proc, stack);
+		}
+	}
+	l->npages = 2;
 	sleep_ms(delay);
 	kill(pid, SIGKILL);
-	for (i = 0; i < opt_hang_s * 100; i++) {
+	l->npages = 3;
+	/* Its own limit, below the watchdog's, to say what it waits in. */
+	for (i = 0; i < (opt_hang_s - 15) * 100; i++) {
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			break;
 		sleep_ms(10);
 	}
-	if (i == opt_hang_s * 100)
-		fail("a child (what %d) holding file %d still lives %d s after SIGKILL",
-		     what, f->idx, opt_hang_s);
+	if (i == (opt_hang_s - 15) * 100) {
+		char state[512], stack[2048];
+
+		proc_read(pid, "stat", state, sizeof(state));
+		proc_read(pid, "stack", stack, sizeof(stack));
+		fail("a child (what %d: %s%s) holding file %d still lives %d s after SIGKILL (%s); stat: %s\nstack:\n%s",
+		     what, what & 1 ? "a handler with a FETCH parked, " : "",
+		     what & 2 ? "a waiter on its mapping" : "", f->idx,
+		     opt_hang_s - 15, l->res == -ETIME ? "never ready" : "ready",
+		     state, stack);
+	}
 	if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) &&
 	    !(WIFEXITED(status) && !WEXITSTATUS(status)))
 		fail("a child (what %d) ended with status 0x%x", what, status);
