@@ -299,6 +299,14 @@ struct world {
 	_Atomic bool stop;
 	bool has_prefault;
 	pthread_mutex_t fail_lock;
+	/*
+	 * Held over the 256 handlers of enospc_op() and over a fork: a child
+	 * that inherits 256 handler files releases them one RCU grace period
+	 * each (gmemuf_handler_release() calls synchronize_rcu()), which
+	 * takes tens of seconds in the loaded VM. Reported; lift this once
+	 * the release no longer waits.
+	 */
+	pthread_mutex_t fork_lock;
 	u8 *unmapped;		/* an address with nothing mapped */
 	u8 *readonly;		/* a PROT_READ page */
 };
@@ -1671,6 +1679,7 @@ static void enospc_op(struct thr *t, int fd)
 	int hfd[257], i, n = 0;
 	struct oplog *l = op_begin(OP_enospc, 0, 0, 0);
 
+	pthread_mutex_lock(&W.fork_lock);
 	for (i = 0; i < 257; i++) {
 		hfd[i] = ioctl(fd, GMEMUF_IOC_HANDLER, 0);
 		if (hfd[i] < 0)
@@ -1682,6 +1691,7 @@ static void enospc_op(struct thr *t, int fd)
 		     n, errno);
 	for (i = 0; i < n; i++)
 		close(hfd[i]);
+	pthread_mutex_unlock(&W.fork_lock);
 	/* Released handlers leave room for new ones. */
 	i = ioctl(fd, GMEMUF_IOC_HANDLER, 0);
 	if (i < 0)
@@ -1998,7 +2008,10 @@ static void child_op(struct thr *t)
 		fail("socketpair: errno %d", errno);
 	fflush(stdout);
 	fflush(stderr);
+	pthread_mutex_lock(&W.fork_lock);
 	pid = fork();
+	if (pid > 0)
+		pthread_mutex_unlock(&W.fork_lock);
 	if (pid < 0)
 		fail("fork: errno %d", errno);
 	if (!pid) {
@@ -2632,6 +2645,7 @@ static int worker(int proc)
 
 	memset(&W, 0, sizeof(W));
 	pthread_mutex_init(&W.fail_lock, NULL);
+	pthread_mutex_init(&W.fork_lock, NULL);
 	W.proc = proc;
 	W.seed = opt_seed;
 	W.deadline = now_ms() + opt_seconds * 1000ull;
