@@ -132,7 +132,8 @@ static int opt_hang_s;
  * they are fixed: a handler thread that exits with a FETCH parked; a
  * handler that is attached and never fetches while faults are posted;
  * guest_memfds of 16 TiB and more, and ARM, WAKE and GET_BITMAP over the
- * whole of one.
+ * whole of one. And one found here: 256 handler files attached and closed
+ * (ENOSPC), whose release takes one RCU grace period each.
  */
 static bool opt_unsafe;
 /*
@@ -1764,7 +1765,12 @@ static void create_op(struct thr *t)
 			fail("GET_BITMAP on a new userfault guest_memfd: %d", r);
 		if (!missing)
 			fail("a new userfault guest_memfd has a present page");
-		if (chance(&t->rng, 3))
+		/*
+		 * Closing 256 handler files takes 256 RCU grace periods
+		 * (synchronize_rcu() in gmemuf_handler_release()), over 60 s
+		 * in the loaded VM: reported, --unsafe until fixed.
+		 */
+		if (opt_unsafe && chance(&t->rng, 3))
 			enospc_op(t, fd);
 		else if (size <= SZ_64M && chance(&t->rng, 30)) {
 			r = range_ioctl(fd, GMEMUF_IOC_DISARM, 0, size, NULL);
