@@ -28,7 +28,8 @@ STRESS_LIST := selftests/stress.list
 # The tree's own KVM selftests that run in every check, and ours, which the
 # overlay puts in tools/testing/selftests/kvm/gmemuf/.
 UPSTREAM_KVM_TESTS := guest_memfd_test
-OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/*_test.c))
+OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/*_test.c)) \
+	gmemuf/gmemuf_fuzz
 # The benchmark's programs (make bench): built with the tests, run by no check.
 BENCH_KVM_PROGS := demand_paging_test gmemuf/gmemuf_bench
 # make bench: QEMU's -icount for the headline column, plain TCG for the
@@ -41,10 +42,21 @@ BENCH_README ?= README.md
 # Debian's, for which python3-matplotlib is installed (scripts/deps.sh).
 BENCH_PYTHON ?= /usr/bin/python3
 
+# make fuzz: how long the fuzzer runs in the VM, with which seed (a random
+# one, printed, if empty), and any other arguments (--procs 4 --threads 6).
+FUZZ_SECONDS ?= 300
+FUZZ_SEED ?=
+FUZZ_ARGS ?=
+# make soak: how long, with which seed (random if empty), how many MiB the
+# restore has (400: 102,400 pages).
+SOAK_SECONDS ?= 1800
+SOAK_SEED ?=
+SOAK_MIB ?= 400
+
 .PHONY: all help deps kernel kernel-release headers lib install tests initramfs \
 	check check-host check-harness check-vm demo stress stress-initramfs bench \
-	shell patches checkpatch clean distclean qemu qemu-guest qemu-initramfs \
-	qemu-demo
+	fuzz soak shell patches checkpatch clean distclean qemu qemu-guest \
+	qemu-initramfs qemu-demo
 
 # libgmemuf/Makefile builds the library, its tests and its installation.
 LIBMK = $(MAKE) --no-print-directory -f libgmemuf/Makefile O=$(O)
@@ -65,6 +77,10 @@ help:
 	@echo '                     SPINNERS host busy loops (one per CPU)'
 	@echo 'make bench           the benchmark, on the release kernel, one boot'
 	@echo '                     under -icount and one under plain TCG'
+	@echo 'make fuzz            boot the VM and run the UAPI fuzzer'
+	@echo '                     (FUZZ_SECONDS=300 FUZZ_SEED=n FUZZ_ARGS=...)'
+	@echo 'make soak            a restore with handlers killed at random, over and'
+	@echo '                     over, beside the fuzzer (SOAK_SECONDS=1800)'
 	@echo 'make shell           boot the VM with a shell, tests in /tests'
 	@echo 'make patches         write the kernel series to $(O)/patches'
 	@echo 'make checkpatch      run checkpatch.pl --strict on the series'
@@ -113,12 +129,14 @@ tests: headers
 EXAMPLE_BINS := postcopy-src postcopy-dst snapshot-vm snapshot-handler demo
 BENCH_BINS := $(O)/tests/demand_paging_test $(O)/tests/gmemuf_bench \
 	scripts/vm-bench
+# make soak's driver; the fuzzer and the examples it runs are in anyway.
+SOAK_BINS := scripts/vm-soak
 
 # Every binary the run list names, from $(O)/tests.
 initramfs: tests
 	@scripts/initramfs.sh $(O)/initramfs.cpio.gz $(RUN_LIST) \
 		$$(awk '!/^#/ && NF { print "$(O)/tests/" $$3 }' $(RUN_LIST) | sort -u) \
-		$(addprefix $(O)/tests/,$(EXAMPLE_BINS)) $(BENCH_BINS)
+		$(addprefix $(O)/tests/,$(EXAMPLE_BINS)) $(BENCH_BINS) $(SOAK_BINS)
 	@echo "  INITRD  $(O)/initramfs.cpio.gz"
 
 # The same, with the stress list as the VM's list.
@@ -166,6 +184,32 @@ bench: kernel-release initramfs
 		--out $(O)/bench --icount $(BENCH_ICOUNT) \
 		--timeout $(BENCH_TIMEOUT) --readme $(BENCH_README) \
 		$(if $(BENCH_ARGS),--bench-args "$(BENCH_ARGS)")
+
+# The UAPI fuzzer (selftests/kvm/gmemuf_fuzz.c) in the VM, for FUZZ_SECONDS.
+# Its arguments reach the VM's /init on the kernel command line, with
+# commas for spaces.
+comma := ,
+empty :=
+space := $(empty) $(empty)
+FUZZ_CMDLINE = --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) \
+	$(FUZZ_ARGS)
+
+fuzz: kernel initramfs
+	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
+		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
+		--logs $(O)/logs --mode fuzz --timeout-scale $(TIMEOUT_SCALE) \
+		--timeout $$(($(FUZZ_SECONDS) + 600 * $(TIMEOUT_SCALE))) \
+		--append "gmemuf.fuzz=$(subst $(space),$(comma),$(strip $(FUZZ_CMDLINE)))"
+
+# The soak (scripts/vm-soak) in the VM, for SOAK_SECONDS: a restore of
+# SOAK_MIB whose handlers are SIGKILLed at random, again and again, beside
+# the fuzzer; then a kmemleak scan. Fails on any kernel report, hang or leak.
+soak: kernel initramfs
+	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
+		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
+		--logs $(O)/logs --mode soak --timeout-scale $(TIMEOUT_SCALE) \
+		--timeout $$(($(SOAK_SECONDS) + 1200 * $(TIMEOUT_SCALE))) \
+		--append "gmemuf.soak=$(SOAK_SECONDS),$(if $(SOAK_SEED),$(SOAK_SEED),$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')),$(SOAK_MIB)"
 
 shell: kernel initramfs
 	qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 4G -nographic -no-reboot \

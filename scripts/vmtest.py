@@ -334,7 +334,7 @@ def run(args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def pump():
-        # The demo's own output, not the firmware's before it.
+        # The demo's (or fuzzer's) own output, not the firmware's before it.
         demo_begun = False
         with open(console_log, "wb") as log:
             for raw in proc.stdout:
@@ -344,12 +344,12 @@ def run(args):
                 m = PRINTK.search(line)
                 text = m.group(1) if m else ""
                 e = KMSG_END.search(text)
-                if "gmemuf: demo begin" in text:
+                if f"gmemuf: {args.mode} begin" in text:
                     demo_begun = True
                 if args.mode == "bench" and re.search(r"gmemuf: bench ", text):
                     print(f"[{time.monotonic() - start:6.1f}s] {text}",
                           flush=True)
-                if args.mode == "demo" and not m:
+                if args.mode in ("demo", "fuzz", "soak") and not m:
                     if demo_begun:
                         print(line, flush=True)
                 elif e and e.group(2):
@@ -380,7 +380,7 @@ def run(args):
     except FileNotFoundError:
         test_lines = []
 
-    if args.mode in ("demo", "bench"):
+    if args.mode in ("demo", "bench", "fuzz", "soak"):
         ok = any(f"gmemuf: {args.mode} end 0" in line for line in console)
         reports = scan_console(console)
         for kind, text, _ in reports:
@@ -426,7 +426,7 @@ def main():
     r.add_argument("--only", help="run the tests whose name contains this")
     r.add_argument("--repeat", type=int, default=0,
                    help="run the list this many times (make stress)")
-    r.add_argument("--mode", default="test", choices=("test", "demo", "bench"))
+    r.add_argument("--mode", default="test", choices=("test", "demo", "bench", "fuzz", "soak"))
     r.add_argument("--icount", help="QEMU's -icount, e.g. shift=3,sleep=off")
     r.add_argument("--append", help="more kernel command line")
     r.add_argument("--qemu", default="qemu-system-x86_64")
