@@ -68,12 +68,14 @@ static void gmemuf_resolve(struct gmemuf *uf, pgoff_t index)
 /*
  * One bit per page: 32 MiB for a 1 TiB file, so not always kmalloc-able, and
  * 1 GiB for the largest, GMEMUF_SIZE_MAX, which keeps it below the INT_MAX
- * bytes that kvmalloc() refuses.
+ * bytes that kvmalloc() refuses. Failing is better than the OOM killer for
+ * a request this big: ENOMEM, not an OOM kill.
  */
 static unsigned long *gmemuf_bitmap_alloc(pgoff_t nr_pages)
 {
 	return kvcalloc(BITS_TO_LONGS(nr_pages), sizeof(unsigned long),
-			GFP_KERNEL_ACCOUNT);
+			GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL |
+			__GFP_NOWARN);
 }
 
 /*
