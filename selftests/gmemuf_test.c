@@ -1536,7 +1536,7 @@ TEST(size_limit)
  * arm there marks those pages, not others. Both went wrong when the bitmap
  * was set with the unsigned int counts of <linux/bitmap.h>.
  */
-TEST(pages_past_16_tib)
+TEST_F_TIMEOUT(load, pages_past_16_tib, 300)
 {
 	const __u64 size = 16 * TIB + 64 * PAGE;
 	const __u64 far = 16 * TIB + 8 * PAGE;	/* page 2^32 + 8 */
@@ -1611,7 +1611,7 @@ static void killed_in_ioctl(struct __test_metadata *_metadata, int fd,
 		TH_LOG("ioctl 0x%lx returned before the kill", ioctl_nr);
 }
 
-TEST(huge_range_ioctls_are_killable)
+TEST_F_TIMEOUT(load, huge_range_ioctls_are_killable, 600)
 {
 	const __u64 size = 16 * TIB;
 	int vm = create_vm(), fd;
