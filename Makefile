@@ -26,7 +26,7 @@ RUN_LIST := selftests/run.list
 UPSTREAM_KVM_TESTS := guest_memfd_test
 OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/*_test.c))
 
-.PHONY: all help deps kernel kernel-release headers lib install tests initramfs \
+.PHONY: all help deps kernel kernel-release headers lib man install tests initramfs \
 	check check-host check-harness check-vm demo shell patches checkpatch clean \
 	distclean
 
@@ -40,6 +40,7 @@ help:
 	@echo 'make kernel          build the debug (test) kernel'
 	@echo 'make kernel-release  build the release (benchmark) kernel'
 	@echo 'make lib             build libgmemuf (shared, static, pkg-config)'
+	@echo 'make man             libgmemuf's man pages (man3), from its header'
 	@echo 'make install         install libgmemuf (PREFIX=/usr/local, DESTDIR)'
 	@echo 'make tests           build every test as a static binary'
 	@echo 'make check           host-side tests, then every test in the VM'
@@ -73,8 +74,13 @@ headers: deps | $(O)
 lib: | $(O)
 	@$(LIBMK) lib
 
-install: lib
-	@$(LIBMK) install
+# The man pages are written by the kernel tree's kernel-doc: KERNELDOC, or
+# that of the pristine tree (unpacked, or fetched, but not built).
+man: | $(O)
+	@$(LIBMK) man KERNELDOC=$${KERNELDOC:-$$($(KSH) pristine | cut -d' ' -f2)/scripts/kernel-doc}
+
+install: lib man
+	@$(LIBMK) install KERNELDOC=$${KERNELDOC:-$$($(KSH) pristine | cut -d' ' -f2)/scripts/kernel-doc}
 
 tests: headers
 	@$(KSH) kvm-selftests $(O)/tests $(UPSTREAM_KVM_TESTS) $(OUR_KVM_TESTS)

@@ -652,6 +652,7 @@ struct served {
 	int fd;
 	_Atomic unsigned int faults;
 	_Atomic unsigned int bad;
+	_Atomic unsigned int calls;
 	unsigned int biggest;			/* batch seen */
 	char (*pages)[GMEMUF_PAGE_SIZE];	/* per queue, a batch */
 	unsigned int batch;
@@ -676,6 +677,7 @@ static int serve(struct gmemuf_handler *h, unsigned int queue,
 			return ret;
 	}
 	s->faults += nr;
+	s->calls++;
 	if (nr > s->biggest)
 		s->biggest = nr;
 	return 0;
@@ -700,6 +702,7 @@ static void *runner_fn(void *arg)
 TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { .nr_queues = 2, .batch = 16 };
+	struct gmemuf_handler_stats st;
 	static struct toucher t[256];
 	struct served s = { .batch = 16 };
 	struct gmemuf_handler *h;
@@ -729,6 +732,15 @@ TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 	EXPECT_EQ(s.faults, 256);
 	EXPECT_EQ(s.bad, 0);
 	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), NPAGES - 256);
+	/* The counters of both queues, summed: one fetch per callback. */
+	st.size = sizeof(st);
+	ASSERT_EQ(gmemuf_handler_stats(h, &st), 0);
+	EXPECT_EQ(st.fetches, s.calls);
+	EXPECT_EQ(st.faults, 256);
+	EXPECT_EQ(st.populates, 256);
+	EXPECT_EQ(st.populated, 256);
+	EXPECT_EQ(st.present + st.populate_errors + st.retries, 0);
+	EXPECT_EQ(st.fetch_errors + st.fetches_cancelled, 0);
 	gmemuf_handler_destroy(h);
 	free(s.pages);
 }
@@ -886,6 +898,7 @@ static void *wait_once(void *arg)
  */
 TEST_F(lib, handler_queue_moves_to_another_thread)
 {
+	struct gmemuf_handler_stats st;
 	const struct gmemuf_fault *faults;
 	struct gmemuf_handler *h;
 	struct toucher t;
@@ -901,7 +914,194 @@ TEST_F(lib, handler_queue_moves_to_another_thread)
 	serve_one_fault(_metadata, h, self->fd, &t, 30);
 	gmemuf_handler_stop(h);
 	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -ESHUTDOWN);
+	st.size = sizeof(st);
+	ASSERT_EQ(gmemuf_handler_stats(h, &st), 0);
+	EXPECT_EQ(st.fetches_cancelled, 1);
+	EXPECT_EQ(st.fetches, 1);
+	EXPECT_EQ(st.faults, 1);
+	EXPECT_EQ(st.fetch_errors, 0);
 	gmemuf_handler_destroy(h);
+}
+
+/* Read the counters of @h, whole. */
+static struct gmemuf_handler_stats stats_of(struct gmemuf_handler *h)
+{
+	struct gmemuf_handler_stats st;
+
+	memset(&st, 0xa5, sizeof(st));
+	st.size = sizeof(st);
+	if (gmemuf_handler_stats(h, &st))
+		memset(&st, 0xff, sizeof(st));
+	return st;
+}
+
+/*
+ * The counters, at each step of a known sequence: three faults, a populate
+ * that fails and its retry, one that finds its page present, two that
+ * install theirs.
+ */
+TEST_F(lib, handler_stats_count_what_it_did)
+{
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler_stats st;
+	char page[GMEMUF_PAGE_SIZE];
+	static const uint64_t pages[3] = { 40, 41, 42 };
+	struct gmemuf_handler *h;
+	struct toucher t[3];
+	unsigned int got = 0, batches = 0;
+	int i, n;
+
+	ASSERT_NE(unreadable_page(), NULL);
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	st = stats_of(h);
+	EXPECT_EQ(st.size, sizeof(st));
+	EXPECT_EQ(st.reserved, 0);
+	EXPECT_EQ(st.fetches + st.faults + st.retries + st.populates +
+		  st.populated + st.present + st.populate_errors +
+		  st.fetch_errors + st.fetches_cancelled, 0);
+
+	for (i = 0; i < 3; i++)
+		touch_start(&t[i], self->mem + pages[i] * PAGE);
+	for (i = 0; i < 3; i++)
+		ASSERT_TRUE(touch_waiting(&t[i]));
+	/* In one batch or more: as many fetches as batches. */
+	while (got < 3) {
+		n = gmemuf_handler_wait(h, 0, &faults, 10000);
+		ASSERT_GT(n, 0);
+		got += n;
+		batches++;
+	}
+	ASSERT_EQ(got, 3);
+	st = stats_of(h);
+	EXPECT_EQ(st.fetches, batches);
+	EXPECT_EQ(st.faults, 3);
+	EXPECT_EQ(st.populates, 0);
+
+	/* A populate that fails, and its fault handed out again. */
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, pages[0] * PAGE,
+					  unreadable_page()), 0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -EFAULT);
+	st = stats_of(h);
+	EXPECT_EQ(st.populates, 1);
+	EXPECT_EQ(st.populate_errors, 1);
+	EXPECT_EQ(st.retries, 0);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, pages[0] * PAGE);
+	st = stats_of(h);
+	EXPECT_EQ(st.retries, 1);
+	EXPECT_EQ(st.faults, 3);
+	EXPECT_EQ(st.fetches, batches);
+
+	/* Page 0 populated elsewhere: the handler's finds it present. */
+	EXPECT_EQ(populate_gen(self->fd, pages[0] * PAGE, 1), 1);
+	fill(page, pages[0] * PAGE, 1);
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, pages[0] * PAGE, page), 0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 100), 0);
+	for (i = 1; i < 3; i++) {
+		fill(page, pages[i] * PAGE, 1);
+		ASSERT_EQ(gmemuf_handler_populate(h, 0, pages[i] * PAGE, page),
+			  0);
+		EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 100), 0);
+	}
+	for (i = 0; i < 3; i++) {
+		pthread_join(t[i].thread, NULL);
+		EXPECT_TRUE(holds(t[i].copy, pages[i] * PAGE, 1));
+	}
+	st = stats_of(h);
+	EXPECT_EQ(st.fetches, batches);
+	EXPECT_EQ(st.faults, 3);
+	EXPECT_EQ(st.retries, 1);
+	EXPECT_EQ(st.populates, 4);
+	EXPECT_EQ(st.populated, 2);
+	EXPECT_EQ(st.present, 1);
+	EXPECT_EQ(st.populate_errors, 1);
+	EXPECT_EQ(st.fetch_errors, 0);
+	EXPECT_EQ(st.fetches_cancelled, 0);
+	gmemuf_handler_destroy(h);
+}
+
+/*
+ * The size field: a caller built against an older, smaller struct gets
+ * what fits and nothing written past it; a newer, bigger one gets the
+ * fields this library knows, and zeroes past them.
+ */
+TEST_F(lib, handler_stats_size_is_the_version)
+{
+	struct gmemuf_handler_stats *st;
+	struct gmemuf_handler *h;
+	uint64_t buf[64];
+	unsigned int i;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	st = (struct gmemuf_handler_stats *)buf;
+
+	memset(buf, 0xa5, sizeof(buf));
+	st->size = 16;
+	ASSERT_EQ(gmemuf_handler_stats(h, st), 0);
+	EXPECT_EQ(st->size, 16);
+	EXPECT_EQ(st->reserved, 0);
+	EXPECT_EQ(st->fetches, 0);
+	for (i = 2; i < 64; i++)
+		EXPECT_EQ(buf[i], 0xa5a5a5a5a5a5a5a5ULL) TH_LOG("word %u", i);
+
+	memset(buf, 0xa5, sizeof(buf));
+	st->size = sizeof(*st) + 16;
+	ASSERT_EQ(gmemuf_handler_stats(h, st), 0);
+	EXPECT_EQ(st->size, sizeof(*st));
+	for (i = 1; i < (sizeof(*st) + 16) / 8; i++)
+		EXPECT_EQ(buf[i], 0) TH_LOG("word %u", i);
+	for (; i < 64; i++)
+		EXPECT_EQ(buf[i], 0xa5a5a5a5a5a5a5a5ULL) TH_LOG("word %u", i);
+
+	st->size = 8;
+	EXPECT_EQ(gmemuf_handler_stats(h, st), 0);
+	EXPECT_EQ(st->size, 8);
+	st->size = 4;
+	EXPECT_EQ(gmemuf_handler_stats(h, st), -EINVAL);
+	st->size = 12;
+	EXPECT_EQ(gmemuf_handler_stats(h, st), -EINVAL);
+	st->size = 4104;
+	EXPECT_EQ(gmemuf_handler_stats(h, st), -EINVAL);
+	st->size = sizeof(*st);
+	EXPECT_EQ(gmemuf_handler_stats(NULL, st), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_stats(h, NULL), -EINVAL);
+	gmemuf_handler_destroy(h);
+}
+
+/*
+ * The decode of a memory fault exit, against the members of the kernel's
+ * struct kvm_run (the helper reads them by their place, for older headers).
+ */
+TEST(decode_memory_fault)
+{
+	struct gmemuf_memory_fault f;
+	struct kvm_run run;
+
+	memset(&run, 0, sizeof(run));
+	memset(&f, 0xa5, sizeof(f));
+	run.exit_reason = KVM_EXIT_IO;
+	EXPECT_EQ(gmemuf_decode_memory_fault(&run, &f), -ENOMSG);
+	EXPECT_EQ(f.gpa + f.size + f.flags, 0);
+
+	run.exit_reason = KVM_EXIT_MEMORY_FAULT;
+	run.memory_fault.gpa = 0x12345000;
+	run.memory_fault.size = PAGE;
+	run.memory_fault.flags = KVM_MEMORY_EXIT_FLAG_USERFAULT |
+				 KVM_MEMORY_EXIT_FLAG_PRIVATE;
+	EXPECT_EQ(gmemuf_decode_memory_fault(&run, &f), 1);
+	EXPECT_EQ(f.gpa, 0x12345000);
+	EXPECT_EQ(f.size, PAGE);
+	EXPECT_EQ(f.flags, KVM_MEMORY_EXIT_FLAG_USERFAULT |
+			   KVM_MEMORY_EXIT_FLAG_PRIVATE);
+
+	/* A private/shared mismatch: a memory fault, not a missing page. */
+	run.memory_fault.flags = KVM_MEMORY_EXIT_FLAG_PRIVATE;
+	EXPECT_EQ(gmemuf_decode_memory_fault(&run, &f), 0);
+	EXPECT_EQ(f.gpa, 0x12345000);
+	EXPECT_EQ(f.flags, KVM_MEMORY_EXIT_FLAG_PRIVATE);
+
+	EXPECT_EQ(gmemuf_decode_memory_fault(NULL, &f), -EINVAL);
+	EXPECT_EQ(gmemuf_decode_memory_fault(&run, NULL), -EINVAL);
 }
 
 /* A fault fetched by a handler destroyed unresolved goes to the next one. */
