@@ -48,6 +48,20 @@ awk '/^LIBGMEMUF_[0-9.]+ *\{/ { node = $1 }
 	"$top/libgmemuf/libgmemuf.map" | sort >"$tmp/mapped"
 diff -u "$tmp/mapped" "$tmp/exported" >&2 ||
 	fail "exports or their versions differ from libgmemuf.map"
+# A released node never changes: its symbols are written down here.
+v01="gmemuf_arm gmemuf_count_missing gmemuf_create gmemuf_disarm
+gmemuf_handler_create gmemuf_handler_destroy gmemuf_handler_open
+gmemuf_handler_populate gmemuf_handler_run gmemuf_handler_stop
+gmemuf_handler_wait gmemuf_populate gmemuf_populate_batch
+gmemuf_populate_range gmemuf_prefetch gmemuf_probe gmemuf_read_bitmap
+gmemuf_strerror gmemuf_wake gmemuf_zero"
+v02="gmemuf_handler_stats"
+for n in $v01; do echo "$n@@LIBGMEMUF_0.1"; done >"$tmp/released"
+for n in $v02; do echo "$n@@LIBGMEMUF_0.2"; done >>"$tmp/released"
+sort -o "$tmp/released" "$tmp/released"
+[ "$(wc -l <"$tmp/released")" = 21 ] || fail "abi.sh: the released list is not 20 + 1"
+comm -23 "$tmp/released" "$tmp/exported" >"$tmp/lost"
+[ ! -s "$tmp/lost" ] || fail "released symbols gone or moved: $(cat "$tmp/lost")"
 major=$(sed -n 's/^#define LIBGMEMUF_VERSION_MAJOR[[:space:]]*//p' \
 	"$top/libgmemuf/include/libgmemuf.h")
 minor=$(sed -n 's/^#define LIBGMEMUF_VERSION_MINOR[[:space:]]*//p' \
