@@ -699,10 +699,44 @@ static void *runner_fn(void *arg)
 	return NULL;
 }
 
+/*
+ * Reads the counters of a handler from a thread of its own while its
+ * queues are served, until told to stop: each only grows, and populates
+ * is always the sum of its parts.
+ */
+struct stats_reader {
+	pthread_t thread;
+	struct gmemuf_handler *h;
+	atomic_bool done;
+	unsigned int reads, bad;
+};
+
+static void *stats_reader_fn(void *arg)
+{
+	struct stats_reader *r = arg;
+	struct gmemuf_handler_stats st, last;
+
+	memset(&last, 0, sizeof(last));
+	while (!atomic_load(&r->done)) {
+		st.size = sizeof(st);
+		if (gmemuf_handler_stats(r->h, &st) ||
+		    st.populates != st.populated + st.present +
+				    st.populate_errors ||
+		    st.fetches < last.fetches || st.faults < last.faults ||
+		    st.populated < last.populated)
+			r->bad++;
+		last = st;
+		r->reads++;
+		usleep(1000);
+	}
+	return NULL;
+}
+
 TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { .nr_queues = 2, .batch = 16 };
 	struct gmemuf_handler_stats st;
+	struct stats_reader reader = { 0 };
 	static struct toucher t[256];
 	struct served s = { .batch = 16 };
 	struct gmemuf_handler *h;
@@ -712,6 +746,8 @@ TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 	s.pages = calloc(2 * s.batch, PAGE);
 	ASSERT_NE(s.pages, NULL);
 	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	reader.h = h;
+	pthread_create(&reader.thread, NULL, stats_reader_fn, &reader);
 	for (i = 0; i < 2; i++) {
 		r[i] = (struct runner){ .h = h, .queue = i, .arg = &s };
 		pthread_create(&r[i].thread, NULL, runner_fn, &r[i]);
@@ -728,6 +764,10 @@ TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 		pthread_join(r[i].thread, NULL);
 		EXPECT_EQ(r[i].ret, 0);
 	}
+	atomic_store(&reader.done, true);
+	pthread_join(reader.thread, NULL);
+	EXPECT_GT(reader.reads, 0);
+	EXPECT_EQ(reader.bad, 0);
 	/* One record per page, however they were shared. */
 	EXPECT_EQ(s.faults, 256);
 	EXPECT_EQ(s.bad, 0);
