@@ -33,8 +33,8 @@
 #define SIZE		(NPAGES * PAGE)
 /*
  * Seconds for the tests that fault on every page of the file from many
- * threads: under TCG on a loaded machine they take far more than the
- * harness's default of 30.
+ * threads, or create handlers of 256 rings: under TCG on a loaded machine
+ * they take far more than the harness's default of 30.
  */
 #define HEAVY_TIMEOUT	300
 
@@ -540,7 +540,7 @@ TEST(strerror_names_errors)
 	EXPECT_STREQ(gmemuf_strerror(-100000), "Unknown error");
 }
 
-TEST_F(lib, handler_params_and_no_leaks)
+TEST_F_TIMEOUT(lib, handler_params_and_no_leaks, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { 0 };
 	struct gmemuf_handler *h = (void *)1;
@@ -598,7 +598,7 @@ static int highest_fd(void)
  * Creation failing at each step (the eventfd, a handler file, a ring) for
  * want of file descriptors: -EMFILE, and nothing left open or attached.
  */
-TEST_F(lib, handler_create_undoes_every_step)
+TEST_F_TIMEOUT(lib, handler_create_undoes_every_step, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { .nr_queues = 2, .queue_depth = 4 };
 	struct gmemuf_handler *h;
