@@ -53,10 +53,10 @@ SOAK_SECONDS ?= 1800
 SOAK_SEED ?=
 SOAK_MIB ?= 400
 
-.PHONY: all help deps kernel kernel-release headers lib install tests initramfs \
-	check check-host check-harness check-vm demo stress stress-initramfs bench \
-	fuzz soak shell patches checkpatch clean distclean qemu qemu-guest \
-	qemu-initramfs qemu-demo
+.PHONY: all help deps kernel kernel-release headers lib man install tests \
+	initramfs check check-host check-harness check-vm demo stress \
+	stress-initramfs bench fuzz soak shell patches checkpatch clean distclean \
+	qemu qemu-guest qemu-initramfs qemu-demo
 
 # libgmemuf/Makefile builds the library, its tests and its installation.
 LIBMK = $(MAKE) --no-print-directory -f libgmemuf/Makefile O=$(O)
@@ -68,6 +68,7 @@ help:
 	@echo 'make kernel          build the debug (test) kernel'
 	@echo 'make kernel-release  build the release (benchmark) kernel'
 	@echo 'make lib             build libgmemuf (shared, static, pkg-config)'
+	@echo 'make man             libgmemuf's man pages (man3), from its header'
 	@echo 'make install         install libgmemuf (PREFIX=/usr/local, DESTDIR)'
 	@echo 'make tests           build every test as a static binary'
 	@echo 'make check           host-side tests, then every test in the VM'
@@ -112,8 +113,13 @@ headers: deps | $(O)
 lib: | $(O)
 	@$(LIBMK) lib
 
-install: lib
-	@$(LIBMK) install
+# The man pages are written by the kernel tree's kernel-doc: KERNELDOC, or
+# that of the pristine tree (unpacked, or fetched, but not built).
+man: | $(O)
+	@$(LIBMK) man KERNELDOC=$${KERNELDOC:-$$($(KSH) pristine | cut -d' ' -f2)/scripts/kernel-doc}
+
+install: lib man
+	@$(LIBMK) install KERNELDOC=$${KERNELDOC:-$$($(KSH) pristine | cut -d' ' -f2)/scripts/kernel-doc}
 
 tests: headers
 	@$(KSH) kvm-selftests $(O)/tests $(UPSTREAM_KVM_TESTS) $(OUR_KVM_TESTS) \

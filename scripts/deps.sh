@@ -16,6 +16,8 @@ pkgs=(
 	qemu-system-x86 busybox-static file
 	# the library, the tests, the examples
 	liburing-dev libcap-dev uuid-dev pkg-config iproute2
+	# abi.sh renders the man pages of the library
+	man-db groff-base
 )
 
 missing=()

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * The examples' VMM: see vmm.h. Plain KVM ioctls, in the order a VMM
- * issues them; the only gmemuf calls are the probe and the creation of a
- * userfault guest_memfd, with libgmemuf.
+ * issues them; the only gmemuf calls are the probe, the creation of a
+ * userfault guest_memfd and the decode of a missing page's exit, with
+ * libgmemuf.
  */
 #include <err.h>
 #include <errno.h>
@@ -263,7 +264,9 @@ void vmm_set_state(struct vmm *vm, const struct vmm_state *st)
 void vmm_run(struct vmm *vm, struct vmm_exit *exit)
 {
 	struct kvm_run *run = vm->run;
+	struct gmemuf_memory_fault fault;
 	struct kvm_regs regs;
+	int ret;
 
 	memset(exit, 0, sizeof(*exit));
 	if (ioctl(vm->vcpu, KVM_RUN, 0)) {
@@ -271,25 +274,26 @@ void vmm_run(struct vmm *vm, struct vmm_exit *exit)
 			exit->kind = VMM_EXIT_INTR;
 			return;
 		}
+		if (errno != EFAULT)
+			err(1, "KVM_RUN");
 		/*
 		 * A vCPU touching a missing page in the exit mode: KVM_RUN
 		 * fails with EFAULT and a memory fault flagged as a userfault.
 		 * Any other memory fault (a private/shared mismatch, say) is
 		 * not ours to fix: entering again would exit again, forever.
 		 */
-		if (errno == EFAULT &&
-		    run->exit_reason == KVM_EXIT_MEMORY_FAULT) {
-			if (!(run->memory_fault.flags &
-			      KVM_MEMORY_EXIT_FLAG_USERFAULT))
-				errx(1, "KVM_RUN: memory fault at 0x%llx (flags 0x%llx) that is not a missing page",
-				     (unsigned long long)run->memory_fault.gpa,
-				     (unsigned long long)run->memory_fault.flags);
-			exit->kind = VMM_EXIT_MISSING;
-			exit->gpa = run->memory_fault.gpa;
-			exit->size = run->memory_fault.size;
-			return;
-		}
-		err(1, "KVM_RUN");
+		ret = gmemuf_decode_memory_fault(run, &fault);
+		if (ret == 0)
+			errx(1, "KVM_RUN: memory fault at 0x%llx (flags 0x%llx) that is not a missing page",
+			     (unsigned long long)fault.gpa,
+			     (unsigned long long)fault.flags);
+		if (ret < 0)
+			errx(1, "KVM_RUN: EFAULT, exit reason %u",
+			     run->exit_reason);
+		exit->kind = VMM_EXIT_MISSING;
+		exit->gpa = fault.gpa;
+		exit->size = fault.size;
+		return;
 	}
 
 	switch (run->exit_reason) {

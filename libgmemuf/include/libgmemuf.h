@@ -51,6 +51,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <linux/kvm.h>
 #include <libgmemuf/gmemuf.h>
 
 #ifdef __cplusplus
@@ -58,7 +59,18 @@ extern "C" {
 #endif
 
 #define LIBGMEMUF_VERSION_MAJOR	0
-#define LIBGMEMUF_VERSION_MINOR	1
+#define LIBGMEMUF_VERSION_MINOR	2
+
+/*
+ * liburing 2.13 has io_uring_prep_uring_cmd(); 2.4 on say which they are
+ * with IO_URING_CHECK_VERSION(), true for a liburing older than asked.
+ * Not in one #if: an undefined function-like macro there is an error.
+ */
+#ifdef IO_URING_CHECK_VERSION
+#if !IO_URING_CHECK_VERSION(2, 13)
+#define LIBGMEMUF_HAVE_PREP_URING_CMD	1
+#endif
+#endif
 
 /* The unit of every offset and length: guest_memfd uses 4 KiB pages. */
 #define GMEMUF_PAGE_SIZE	4096u
@@ -80,6 +92,14 @@ extern "C" {
 /* vCPU faults on a missing page of this file exit KVM_RUN (exit mode). */
 #ifndef GUEST_MEMFD_FLAG_USERFAULT_EXIT
 #define GUEST_MEMFD_FLAG_USERFAULT_EXIT	(1ULL << 3)
+#endif
+/* The exit of KVM_RUN for memory it could not map (Linux 6.8). */
+#ifndef KVM_EXIT_MEMORY_FAULT
+#define KVM_EXIT_MEMORY_FAULT		39
+#endif
+/* In kvm_run.memory_fault.flags: the access was to private memory. */
+#ifndef KVM_MEMORY_EXIT_FLAG_PRIVATE
+#define KVM_MEMORY_EXIT_FLAG_PRIVATE	(1ULL << 3)
 #endif
 /* In kvm_run.memory_fault.flags: the exit is for a missing page. */
 #ifndef KVM_MEMORY_EXIT_FLAG_USERFAULT
@@ -125,7 +145,8 @@ int gmemuf_create(int vm_fd, uint64_t size, uint64_t flags);
 /**
  * gmemuf_arm() - mark a range missing
  * @fd: a userfault guest_memfd.
- * @offset: @len: the range.
+ * @offset: the start of the range.
+ * @len: its length in bytes, not 0.
  *
  * Pages of the range that were present lose their contents: they are
  * unmapped from userspace and from every guest, and the next access waits.
@@ -140,7 +161,8 @@ int gmemuf_arm(int fd, uint64_t offset, uint64_t len);
 /**
  * gmemuf_disarm() - mark a range present without populating it
  * @fd: a userfault guest_memfd.
- * @offset: @len: the range.
+ * @offset: the start of the range.
+ * @len: its length in bytes, not 0.
  *
  * Tasks waiting for pages of the range are woken; pages that were missing
  * read as zeroes, and a later populate of them finds them present.
@@ -154,7 +176,8 @@ int gmemuf_disarm(int fd, uint64_t offset, uint64_t len);
 /**
  * gmemuf_wake() - wake the tasks waiting for pages of a range
  * @fd: a userfault guest_memfd.
- * @offset: @len: the range.
+ * @offset: the start of the range.
+ * @len: its length in bytes, not 0.
  *
  * A woken task whose page is still missing waits again: this is for a
  * handler that wants the faulting tasks to recheck, nothing changes.
@@ -168,7 +191,8 @@ int gmemuf_wake(int fd, uint64_t offset, uint64_t len);
 /**
  * gmemuf_read_bitmap() - which pages of a range are missing
  * @fd: a userfault guest_memfd.
- * @offset: @len: the range.
+ * @offset: the start of the range.
+ * @len: its length in bytes, not 0.
  * @bitmap: an array of (len / GMEMUF_PAGE_SIZE + 63) / 64 words, which
  *	receives one bit per page of the range, bit i % 64 of word i / 64 for
  *	page i, set if the page is missing; bits past the range are cleared.
@@ -187,7 +211,8 @@ int64_t gmemuf_read_bitmap(int fd, uint64_t offset, uint64_t len,
 /**
  * gmemuf_count_missing() - how many pages of a range are missing
  * @fd: a userfault guest_memfd.
- * @offset: @len: the range.
+ * @offset: the start of the range.
+ * @len: its length in bytes, not 0.
  *
  * Return: the number of missing pages (a snapshot), or the errors of
  * gmemuf_arm().
@@ -217,7 +242,8 @@ int gmemuf_populate(int fd, uint64_t offset, const void *page);
 /**
  * gmemuf_populate_range() - populate the missing pages of a range
  * @fd: a userfault guest_memfd.
- * @offset: @len: the range.
+ * @offset: the start of the range.
+ * @len: its length in bytes, not 0.
  * @buf: @len bytes: the contents of the range.
  *
  * Each missing page of the range is populated from the same place in @buf,
@@ -264,7 +290,8 @@ int64_t gmemuf_populate_batch(int fd, const struct gmemuf_page *pages,
 /**
  * gmemuf_zero() - populate the missing pages of a range with zeroes
  * @fd: a userfault guest_memfd.
- * @offset: @len: the range.
+ * @offset: the start of the range.
+ * @len: its length in bytes, not 0.
  *
  * As gmemuf_populate_range() from a buffer of zeroes, without the buffer.
  *
@@ -292,6 +319,65 @@ int64_t gmemuf_zero(int fd, uint64_t offset, uint64_t len);
  * Thread-safety: safe.
  */
 int gmemuf_handler_open(int fd);
+
+/**
+ * struct gmemuf_memory_fault - a vCPU's memory fault exit, decoded
+ * @gpa: the guest physical address of the page.
+ * @size: the bytes from @gpa: GMEMUF_PAGE_SIZE for a missing page.
+ * @flags: KVM_MEMORY_EXIT_FLAG_* as KVM gave them:
+ *	KVM_MEMORY_EXIT_FLAG_USERFAULT for a missing page, and
+ *	KVM_MEMORY_EXIT_FLAG_PRIVATE if the access was to private memory.
+ */
+struct gmemuf_memory_fault {
+	uint64_t gpa;
+	uint64_t size;
+	uint64_t flags;
+};
+
+/**
+ * gmemuf_decode_memory_fault() - is a vCPU's exit a missing page, and which
+ * @run: the vCPU's struct kvm_run, after KVM_RUN failed with EFAULT (or
+ *	EHWPOISON): for any other errno its exit reason is stale.
+ * @fault: set to the gpa, size and flags of the memory fault; zeroed if
+ *	the exit is not a memory fault.
+ *
+ * In the exit mode (GUEST_MEMFD_FLAG_USERFAULT_EXIT), a vCPU that touches
+ * a missing page leaves KVM_RUN with EFAULT and a KVM_EXIT_MEMORY_FAULT
+ * flagged KVM_MEMORY_EXIT_FLAG_USERFAULT; its fault record is posted to the
+ * handlers already. The VMM has the page populated (or waits until it is)
+ * and enters KVM_RUN again. Works with a <linux/kvm.h> older than the
+ * exit (Linux 6.8): the layout of struct kvm_run is the kernel's ABI.
+ *
+ * Return: 1 if it is a userfault (a missing page of a userfault
+ * guest_memfd); 0 if it is another memory fault, which populating pages
+ * does not resolve (a private/shared mismatch, say: entering again exits
+ * again); -ENOMSG if the exit is not a KVM_EXIT_MEMORY_FAULT; -EINVAL if
+ * @run or @fault is NULL.
+ *
+ * Thread-safety: safe.
+ */
+static inline int gmemuf_decode_memory_fault(const struct kvm_run *run,
+					     struct gmemuf_memory_fault *fault)
+{
+	/* kvm_run.memory_fault: the first member of the exit union. */
+	struct {
+		uint64_t flags;
+		uint64_t gpa;
+		uint64_t size;
+	} mf;
+
+	if (!run || !fault)
+		return -EINVAL;
+	memset(fault, 0, sizeof(*fault));
+	if (run->exit_reason != KVM_EXIT_MEMORY_FAULT)
+		return -ENOMSG;
+	/* By its place: a <linux/kvm.h> before 6.8 has no such member. */
+	memcpy(&mf, &run->hw, sizeof(mf));
+	fault->gpa = mf.gpa;
+	fault->size = mf.size;
+	fault->flags = mf.flags;
+	return (mf.flags & KVM_MEMORY_EXIT_FLAG_USERFAULT) ? 1 : 0;
+}
 
 /*
  * Bring your own ring.
@@ -348,9 +434,16 @@ static inline void gmemuf_prep_fetch(struct io_uring_sqe *sqe, int handler_fd,
 	memset(&fetch, 0, sizeof(fetch));
 	fetch.addr = (uint64_t)(uintptr_t)faults;
 	fetch.nr = nr;
-	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, handler_fd, NULL, 0, 0);
-	/* cmd_op shares its place with the offset that prep_rw cleared. */
+	/* What liburing's helper leaves alone is cleared, as prep_rw would. */
+	memset(sqe, 0, sizeof(*sqe));
+#ifdef LIBGMEMUF_HAVE_PREP_URING_CMD
+	io_uring_prep_uring_cmd(sqe, GMEMUF_CMD_FETCH, handler_fd);
+#else
+	/* liburing before 2.13 (Debian 12 has 2.3) has no uring_cmd helper. */
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = handler_fd;
 	sqe->cmd_op = GMEMUF_CMD_FETCH;
+#endif
 	memcpy(sqe->cmd, &fetch, sizeof(fetch));
 }
 
@@ -560,9 +653,11 @@ int gmemuf_handler_populate(struct gmemuf_handler *handler, unsigned int queue,
 			    uint64_t offset, const void *page);
 
 /**
- * gmemuf_fault_fn - what gmemuf_handler_run() calls with each batch
- * @handler: @queue: the handler and queue that fetched the faults.
- * @faults: @nr: the records, valid until it returns.
+ * typedef gmemuf_fault_fn - what gmemuf_handler_run() calls with each batch
+ * @handler: the handler that fetched the faults.
+ * @queue: the queue that fetched them.
+ * @faults: the records, valid until it returns.
+ * @nr: how many, 1 or more.
  * @arg: the @arg of gmemuf_handler_run().
  *
  * It resolves the faults, typically with gmemuf_handler_populate(), or
@@ -611,9 +706,66 @@ int gmemuf_handler_run(struct gmemuf_handler *handler, unsigned int queue,
 void gmemuf_handler_stop(struct gmemuf_handler *handler);
 
 /**
- * gmemuf_prefetch_fn - what gmemuf_prefetch() calls for page contents
+ * struct gmemuf_handler_stats - what a handler did, for a VMM to chart
+ * @size: the caller's sizeof(struct gmemuf_handler_stats), set before
+ *	the call; set by it to the bytes it filled. The struct only grows, at
+ *	its end: an older library fills less, a newer one no more than @size.
+ * @reserved: 0.
+ * @fetches: fetches that delivered faults, one per batch.
+ * @faults: fault records fetched from the kernel.
+ * @retries: faults handed out again by gmemuf_handler_wait() because their
+ *	populate failed (not counted in @faults again).
+ * @populates: populates of gmemuf_handler_populate() that completed: the
+ *	sum of the next three.
+ * @populated: pages they installed.
+ * @present: pages they found present already, which is not an error.
+ * @populate_errors: populates that failed otherwise.
+ * @fetch_errors: fetches that failed (but for -ECANCELED).
+ * @fetches_cancelled: fetches cancelled because the thread that submitted
+ *	them exited, and submitted again.
+ *
+ * Every counter starts at 0 and only grows. Populates are counted when
+ * they complete, as gmemuf_handler_wait() reaps them.
+ */
+struct gmemuf_handler_stats {
+	uint32_t size;
+	uint32_t reserved;
+	uint64_t fetches;
+	uint64_t faults;
+	uint64_t retries;
+	uint64_t populates;
+	uint64_t populated;
+	uint64_t present;
+	uint64_t populate_errors;
+	uint64_t fetch_errors;
+	uint64_t fetches_cancelled;
+};
+
+/**
+ * gmemuf_handler_stats() - read a handler's counters
+ * @handler: the handler.
+ * @stats: set @stats->size to sizeof(*@stats) first; receives the counters
+ *	of every queue, summed.
+ *
+ * Each counter is read atomically, but not all at once: while queues are
+ * served, one may include a batch that the next does not yet (@fetches
+ * before @faults). @populates is always the sum of its parts. Fields past
+ * what this library knows, up to @stats->size, are zeroed.
+ *
+ * Return: 0, or -EINVAL (@handler or @stats NULL; @stats->size below 8,
+ * above 4096 or not a multiple of 8).
+ *
+ * Thread-safety: safe, from any thread, while queues are served; not
+ * with gmemuf_handler_destroy().
+ */
+int gmemuf_handler_stats(struct gmemuf_handler *handler,
+			 struct gmemuf_handler_stats *stats);
+
+/**
+ * typedef gmemuf_prefetch_fn - what gmemuf_prefetch() calls for page contents
  * @arg: the @arg of gmemuf_prefetch().
- * @offsets: @nr: offsets of pages that were missing when asked for.
+ * @offsets: offsets of pages that were missing when asked for.
+ * @nr: how many, 1 to the @batch of gmemuf_prefetch().
  * @buf: @nr pages: fill page i with the contents of the page at
  *	@offsets[i].
  *

@@ -52,6 +52,15 @@ struct queue {
 	unsigned int nr_retry;
 	unsigned int retry_cap;		/* of retry[]; out[] has batch more */
 	int error;			/* the first populate error not reported */
+	/*
+	 * What gmemuf_handler_stats() sums. Only the thread serving the
+	 * queue writes them; any thread reads them.
+	 */
+	struct {
+		_Atomic uint64_t fetches, faults, retries;
+		_Atomic uint64_t populated, present, populate_errors;
+		_Atomic uint64_t fetch_errors, fetches_cancelled;
+	} count;
 };
 
 struct gmemuf_handler {
@@ -278,6 +287,17 @@ void gmemuf_handler_stop(struct gmemuf_handler *h)
 	(void)ret;
 }
 
+/*
+ * Add to a counter of @q. One writer at a time (the thread serving the
+ * queue): a relaxed load and store, no locked instruction; readers see
+ * the value before or after.
+ */
+static void count(_Atomic uint64_t *counter, uint64_t n)
+{
+	atomic_store_explicit(counter, atomic_load_explicit(counter,
+				memory_order_relaxed) + n, memory_order_relaxed);
+}
+
 /* Take in a completion. */
 static void complete(struct gmemuf_handler *h, struct queue *q,
 		     const struct io_uring_cqe *cqe)
@@ -288,8 +308,15 @@ static void complete(struct gmemuf_handler *h, struct queue *q,
 	switch (data & TAG_MASK) {
 	case TAG_POPULATE:
 		q->inflight--;
-		if (res == -EEXIST || res == (int)GMEMUF_PAGE_SIZE)
+		if (res == (int)GMEMUF_PAGE_SIZE) {
+			count(&q->count.populated, 1);
 			break;
+		}
+		if (res == -EEXIST) {
+			count(&q->count.present, 1);
+			break;
+		}
+		count(&q->count.populate_errors, 1);
 		/*
 		 * Still missing, and its fault is this handler's: say it again.
 		 * gmemuf_handler_populate() made room for it. Not for EINVAL,
@@ -304,11 +331,18 @@ static void complete(struct gmemuf_handler *h, struct queue *q,
 	case TAG_FETCH:
 		q->fetch_armed = false;
 		res = gmemuf_fetch_result(cqe, h->batch);
-		if (res > 0)
+		if (res > 0) {
 			q->ready = (unsigned int)res;
-		/* Cancelled by the exit of the thread that submitted it: re-arm. */
-		else if (res != -ECANCELED && !q->error)
-			q->error = res;
+			count(&q->count.fetches, 1);
+			count(&q->count.faults, (unsigned int)res);
+		} else if (res == -ECANCELED) {
+			/* By the exit of the thread that submitted it: re-arm. */
+			count(&q->count.fetches_cancelled, 1);
+		} else {
+			count(&q->count.fetch_errors, 1);
+			if (!q->error)
+				q->error = res;
+		}
 		break;
 	case TAG_STOP:
 		q->stop_armed = false;
@@ -378,6 +412,7 @@ static int deliver(struct queue *q, const struct gmemuf_fault **faults)
 		q->out[i] = (struct gmemuf_fault){ .offset = q->retry[i] };
 	memcpy(q->out + n, q->fetched, q->ready * sizeof(*q->out));
 	n += q->ready;
+	count(&q->count.retries, q->nr_retry);
 	q->nr_retry = 0;
 	q->ready = 0;
 	*faults = q->out;
@@ -535,4 +570,45 @@ int gmemuf_handler_run(struct gmemuf_handler *h, unsigned int queue,
 		if (ret)
 			return ret < 0 ? ret : -EINVAL;
 	}
+}
+
+int gmemuf_handler_stats(struct gmemuf_handler *h,
+			 struct gmemuf_handler_stats *stats)
+{
+	struct gmemuf_handler_stats sum;
+	unsigned int i;
+	size_t size;
+
+	/* The header and whole counters, and no size past sense. */
+	if (!h || !stats || stats->size < 8 || stats->size % 8 ||
+	    stats->size > 4096)
+		return -EINVAL;
+	memset(&sum, 0, sizeof(sum));
+	for (i = 0; i < h->nr_queues; i++) {
+		struct queue *q = h->q[i];
+
+		sum.fetches += atomic_load_explicit(&q->count.fetches,
+						    memory_order_relaxed);
+		sum.faults += atomic_load_explicit(&q->count.faults,
+						   memory_order_relaxed);
+		sum.retries += atomic_load_explicit(&q->count.retries,
+						    memory_order_relaxed);
+		sum.populated += atomic_load_explicit(&q->count.populated,
+						      memory_order_relaxed);
+		sum.present += atomic_load_explicit(&q->count.present,
+						    memory_order_relaxed);
+		sum.populate_errors += atomic_load_explicit(
+			&q->count.populate_errors, memory_order_relaxed);
+		sum.fetch_errors += atomic_load_explicit(&q->count.fetch_errors,
+							 memory_order_relaxed);
+		sum.fetches_cancelled += atomic_load_explicit(
+			&q->count.fetches_cancelled, memory_order_relaxed);
+	}
+	sum.populates = sum.populated + sum.present + sum.populate_errors;
+	/* What both know; the caller's fields past ours are zeroed. */
+	size = stats->size < sizeof(sum) ? stats->size : sizeof(sum);
+	sum.size = (uint32_t)size;
+	memset((char *)stats + size, 0, stats->size - size);
+	memcpy(stats, &sum, size);
+	return 0;
 }

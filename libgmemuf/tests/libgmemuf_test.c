@@ -33,8 +33,8 @@
 #define SIZE		(NPAGES * PAGE)
 /*
  * Seconds for the tests that fault on every page of the file from many
- * threads: under TCG on a loaded machine they take far more than the
- * harness's default of 30.
+ * threads, or create handlers of 256 rings: under TCG on a loaded machine
+ * they take far more than the harness's default of 30.
  */
 #define HEAVY_TIMEOUT	300
 
@@ -540,7 +540,7 @@ TEST(strerror_names_errors)
 	EXPECT_STREQ(gmemuf_strerror(-100000), "Unknown error");
 }
 
-TEST_F(lib, handler_params_and_no_leaks)
+TEST_F_TIMEOUT(lib, handler_params_and_no_leaks, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { 0 };
 	struct gmemuf_handler *h = (void *)1;
@@ -598,7 +598,7 @@ static int highest_fd(void)
  * Creation failing at each step (the eventfd, a handler file, a ring) for
  * want of file descriptors: -EMFILE, and nothing left open or attached.
  */
-TEST_F(lib, handler_create_undoes_every_step)
+TEST_F_TIMEOUT(lib, handler_create_undoes_every_step, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { .nr_queues = 2, .queue_depth = 4 };
 	struct gmemuf_handler *h;
@@ -652,6 +652,7 @@ struct served {
 	int fd;
 	_Atomic unsigned int faults;
 	_Atomic unsigned int bad;
+	_Atomic unsigned int calls;
 	unsigned int biggest;			/* batch seen */
 	char (*pages)[GMEMUF_PAGE_SIZE];	/* per queue, a batch */
 	unsigned int batch;
@@ -676,6 +677,7 @@ static int serve(struct gmemuf_handler *h, unsigned int queue,
 			return ret;
 	}
 	s->faults += nr;
+	s->calls++;
 	if (nr > s->biggest)
 		s->biggest = nr;
 	return 0;
@@ -697,9 +699,44 @@ static void *runner_fn(void *arg)
 	return NULL;
 }
 
+/*
+ * Reads the counters of a handler from a thread of its own while its
+ * queues are served, until told to stop: each only grows, and populates
+ * is always the sum of its parts.
+ */
+struct stats_reader {
+	pthread_t thread;
+	struct gmemuf_handler *h;
+	atomic_bool done;
+	unsigned int reads, bad;
+};
+
+static void *stats_reader_fn(void *arg)
+{
+	struct stats_reader *r = arg;
+	struct gmemuf_handler_stats st, last;
+
+	memset(&last, 0, sizeof(last));
+	while (!atomic_load(&r->done)) {
+		st.size = sizeof(st);
+		if (gmemuf_handler_stats(r->h, &st) ||
+		    st.populates != st.populated + st.present +
+				    st.populate_errors ||
+		    st.fetches < last.fetches || st.faults < last.faults ||
+		    st.populated < last.populated)
+			r->bad++;
+		last = st;
+		r->reads++;
+		usleep(1000);
+	}
+	return NULL;
+}
+
 TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 {
 	struct gmemuf_handler_params p = { .nr_queues = 2, .batch = 16 };
+	struct gmemuf_handler_stats st;
+	struct stats_reader reader = { 0 };
 	static struct toucher t[256];
 	struct served s = { .batch = 16 };
 	struct gmemuf_handler *h;
@@ -709,6 +746,8 @@ TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 	s.pages = calloc(2 * s.batch, PAGE);
 	ASSERT_NE(s.pages, NULL);
 	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	reader.h = h;
+	pthread_create(&reader.thread, NULL, stats_reader_fn, &reader);
 	for (i = 0; i < 2; i++) {
 		r[i] = (struct runner){ .h = h, .queue = i, .arg = &s };
 		pthread_create(&r[i].thread, NULL, runner_fn, &r[i]);
@@ -725,10 +764,23 @@ TEST_F_TIMEOUT(lib, handler_run_with_callback, HEAVY_TIMEOUT)
 		pthread_join(r[i].thread, NULL);
 		EXPECT_EQ(r[i].ret, 0);
 	}
+	atomic_store(&reader.done, true);
+	pthread_join(reader.thread, NULL);
+	EXPECT_GT(reader.reads, 0);
+	EXPECT_EQ(reader.bad, 0);
 	/* One record per page, however they were shared. */
 	EXPECT_EQ(s.faults, 256);
 	EXPECT_EQ(s.bad, 0);
 	EXPECT_EQ(gmemuf_count_missing(self->fd, 0, SIZE), NPAGES - 256);
+	/* The counters of both queues, summed: one fetch per callback. */
+	st.size = sizeof(st);
+	ASSERT_EQ(gmemuf_handler_stats(h, &st), 0);
+	EXPECT_EQ(st.fetches, s.calls);
+	EXPECT_EQ(st.faults, 256);
+	EXPECT_EQ(st.populates, 256);
+	EXPECT_EQ(st.populated, 256);
+	EXPECT_EQ(st.present + st.populate_errors + st.retries, 0);
+	EXPECT_EQ(st.fetch_errors + st.fetches_cancelled, 0);
 	gmemuf_handler_destroy(h);
 	free(s.pages);
 }
@@ -888,6 +940,7 @@ static void *wait_once(void *arg)
  */
 TEST_F(lib, handler_queue_moves_to_another_thread)
 {
+	struct gmemuf_handler_stats st;
 	const struct gmemuf_fault *faults;
 	struct gmemuf_handler *h;
 	struct toucher t;
@@ -903,7 +956,194 @@ TEST_F(lib, handler_queue_moves_to_another_thread)
 	serve_one_fault(_metadata, h, self->fd, &t, 30);
 	gmemuf_handler_stop(h);
 	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -ESHUTDOWN);
+	st.size = sizeof(st);
+	ASSERT_EQ(gmemuf_handler_stats(h, &st), 0);
+	EXPECT_EQ(st.fetches_cancelled, 1);
+	EXPECT_EQ(st.fetches, 1);
+	EXPECT_EQ(st.faults, 1);
+	EXPECT_EQ(st.fetch_errors, 0);
 	gmemuf_handler_destroy(h);
+}
+
+/* Read the counters of @h, whole. */
+static struct gmemuf_handler_stats stats_of(struct gmemuf_handler *h)
+{
+	struct gmemuf_handler_stats st;
+
+	memset(&st, 0xa5, sizeof(st));
+	st.size = sizeof(st);
+	if (gmemuf_handler_stats(h, &st))
+		memset(&st, 0xff, sizeof(st));
+	return st;
+}
+
+/*
+ * The counters, at each step of a known sequence: three faults, a populate
+ * that fails and its retry, one that finds its page present, two that
+ * install theirs.
+ */
+TEST_F(lib, handler_stats_count_what_it_did)
+{
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler_stats st;
+	char page[GMEMUF_PAGE_SIZE];
+	static const uint64_t pages[3] = { 40, 41, 42 };
+	struct gmemuf_handler *h;
+	struct toucher t[3];
+	unsigned int got = 0, batches = 0;
+	int i, n;
+
+	ASSERT_NE(unreadable_page(), NULL);
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	st = stats_of(h);
+	EXPECT_EQ(st.size, sizeof(st));
+	EXPECT_EQ(st.reserved, 0);
+	EXPECT_EQ(st.fetches + st.faults + st.retries + st.populates +
+		  st.populated + st.present + st.populate_errors +
+		  st.fetch_errors + st.fetches_cancelled, 0);
+
+	for (i = 0; i < 3; i++)
+		touch_start(&t[i], self->mem + pages[i] * PAGE);
+	for (i = 0; i < 3; i++)
+		ASSERT_TRUE(touch_waiting(&t[i]));
+	/* In one batch or more: as many fetches as batches. */
+	while (got < 3) {
+		n = gmemuf_handler_wait(h, 0, &faults, 10000);
+		ASSERT_GT(n, 0);
+		got += n;
+		batches++;
+	}
+	ASSERT_EQ(got, 3);
+	st = stats_of(h);
+	EXPECT_EQ(st.fetches, batches);
+	EXPECT_EQ(st.faults, 3);
+	EXPECT_EQ(st.populates, 0);
+
+	/* A populate that fails, and its fault handed out again. */
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, pages[0] * PAGE,
+					  unreadable_page()), 0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -EFAULT);
+	st = stats_of(h);
+	EXPECT_EQ(st.populates, 1);
+	EXPECT_EQ(st.populate_errors, 1);
+	EXPECT_EQ(st.retries, 0);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, pages[0] * PAGE);
+	st = stats_of(h);
+	EXPECT_EQ(st.retries, 1);
+	EXPECT_EQ(st.faults, 3);
+	EXPECT_EQ(st.fetches, batches);
+
+	/* Page 0 populated elsewhere: the handler's finds it present. */
+	EXPECT_EQ(populate_gen(self->fd, pages[0] * PAGE, 1), 1);
+	fill(page, pages[0] * PAGE, 1);
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, pages[0] * PAGE, page), 0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 100), 0);
+	for (i = 1; i < 3; i++) {
+		fill(page, pages[i] * PAGE, 1);
+		ASSERT_EQ(gmemuf_handler_populate(h, 0, pages[i] * PAGE, page),
+			  0);
+		EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 100), 0);
+	}
+	for (i = 0; i < 3; i++) {
+		pthread_join(t[i].thread, NULL);
+		EXPECT_TRUE(holds(t[i].copy, pages[i] * PAGE, 1));
+	}
+	st = stats_of(h);
+	EXPECT_EQ(st.fetches, batches);
+	EXPECT_EQ(st.faults, 3);
+	EXPECT_EQ(st.retries, 1);
+	EXPECT_EQ(st.populates, 4);
+	EXPECT_EQ(st.populated, 2);
+	EXPECT_EQ(st.present, 1);
+	EXPECT_EQ(st.populate_errors, 1);
+	EXPECT_EQ(st.fetch_errors, 0);
+	EXPECT_EQ(st.fetches_cancelled, 0);
+	gmemuf_handler_destroy(h);
+}
+
+/*
+ * The size field: a caller built against an older, smaller struct gets
+ * what fits and nothing written past it; a newer, bigger one gets the
+ * fields this library knows, and zeroes past them.
+ */
+TEST_F(lib, handler_stats_size_is_the_version)
+{
+	struct gmemuf_handler_stats *st;
+	struct gmemuf_handler *h;
+	uint64_t buf[64];
+	unsigned int i;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	st = (struct gmemuf_handler_stats *)buf;
+
+	memset(buf, 0xa5, sizeof(buf));
+	st->size = 16;
+	ASSERT_EQ(gmemuf_handler_stats(h, st), 0);
+	EXPECT_EQ(st->size, 16);
+	EXPECT_EQ(st->reserved, 0);
+	EXPECT_EQ(st->fetches, 0);
+	for (i = 2; i < 64; i++)
+		EXPECT_EQ(buf[i], 0xa5a5a5a5a5a5a5a5ULL) TH_LOG("word %u", i);
+
+	memset(buf, 0xa5, sizeof(buf));
+	st->size = sizeof(*st) + 16;
+	ASSERT_EQ(gmemuf_handler_stats(h, st), 0);
+	EXPECT_EQ(st->size, sizeof(*st));
+	for (i = 1; i < (sizeof(*st) + 16) / 8; i++)
+		EXPECT_EQ(buf[i], 0) TH_LOG("word %u", i);
+	for (; i < 64; i++)
+		EXPECT_EQ(buf[i], 0xa5a5a5a5a5a5a5a5ULL) TH_LOG("word %u", i);
+
+	st->size = 8;
+	EXPECT_EQ(gmemuf_handler_stats(h, st), 0);
+	EXPECT_EQ(st->size, 8);
+	st->size = 4;
+	EXPECT_EQ(gmemuf_handler_stats(h, st), -EINVAL);
+	st->size = 12;
+	EXPECT_EQ(gmemuf_handler_stats(h, st), -EINVAL);
+	st->size = 4104;
+	EXPECT_EQ(gmemuf_handler_stats(h, st), -EINVAL);
+	st->size = sizeof(*st);
+	EXPECT_EQ(gmemuf_handler_stats(NULL, st), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_stats(h, NULL), -EINVAL);
+	gmemuf_handler_destroy(h);
+}
+
+/*
+ * The decode of a memory fault exit, against the members of the kernel's
+ * struct kvm_run (the helper reads them by their place, for older headers).
+ */
+TEST(decode_memory_fault)
+{
+	struct gmemuf_memory_fault f;
+	struct kvm_run run;
+
+	memset(&run, 0, sizeof(run));
+	memset(&f, 0xa5, sizeof(f));
+	run.exit_reason = KVM_EXIT_IO;
+	EXPECT_EQ(gmemuf_decode_memory_fault(&run, &f), -ENOMSG);
+	EXPECT_EQ(f.gpa + f.size + f.flags, 0);
+
+	run.exit_reason = KVM_EXIT_MEMORY_FAULT;
+	run.memory_fault.gpa = 0x12345000;
+	run.memory_fault.size = PAGE;
+	run.memory_fault.flags = KVM_MEMORY_EXIT_FLAG_USERFAULT |
+				 KVM_MEMORY_EXIT_FLAG_PRIVATE;
+	EXPECT_EQ(gmemuf_decode_memory_fault(&run, &f), 1);
+	EXPECT_EQ(f.gpa, 0x12345000);
+	EXPECT_EQ(f.size, PAGE);
+	EXPECT_EQ(f.flags, KVM_MEMORY_EXIT_FLAG_USERFAULT |
+			   KVM_MEMORY_EXIT_FLAG_PRIVATE);
+
+	/* A private/shared mismatch: a memory fault, not a missing page. */
+	run.memory_fault.flags = KVM_MEMORY_EXIT_FLAG_PRIVATE;
+	EXPECT_EQ(gmemuf_decode_memory_fault(&run, &f), 0);
+	EXPECT_EQ(f.gpa, 0x12345000);
+	EXPECT_EQ(f.flags, KVM_MEMORY_EXIT_FLAG_PRIVATE);
+
+	EXPECT_EQ(gmemuf_decode_memory_fault(NULL, &f), -EINVAL);
+	EXPECT_EQ(gmemuf_decode_memory_fault(&run, NULL), -EINVAL);
 }
 
 /* A fault fetched by a handler destroyed unresolved goes to the next one. */
