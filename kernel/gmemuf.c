@@ -82,10 +82,11 @@ static unsigned long *gmemuf_bitmap_alloc(pgoff_t nr_pages)
  * The bitmap helpers of <linux/bitmap.h> count bits in unsigned int, which a
  * file above 16 TiB overflows: these take page indexes. Whole words are
  * changed atomically, since faults and populates change single bits of the
- * same words meanwhile. A fatal signal stops them early with -EINTR.
+ * same words meanwhile. A fatal signal stops them early, between two words:
+ * they return @end, or the page they stopped at.
  */
-static int gmemuf_bits_change(unsigned long *map, pgoff_t start, pgoff_t end,
-			      bool set)
+static pgoff_t gmemuf_bits_change(unsigned long *map, pgoff_t start,
+				  pgoff_t end, bool set)
 {
 	while (start < end) {
 		unsigned long mask = BITMAP_FIRST_WORD_MASK(start);
@@ -102,13 +103,13 @@ static int gmemuf_bits_change(unsigned long *map, pgoff_t start, pgoff_t end,
 			atomic_long_andnot(mask, word);
 		start = next;
 
-		if (!(BIT_WORD(start) % 1024)) {
+		if (start < end && !(BIT_WORD(start) % 1024)) {
 			if (fatal_signal_pending(current))
-				return -EINTR;
+				break;
 			cond_resched();
 		}
 	}
-	return 0;
+	return start;
 }
 
 int gmemuf_create(struct inode *inode, u64 flags)
@@ -446,6 +447,7 @@ static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
 		       pgoff_t end)
 {
 	struct address_space *mapping = inode->i_mapping;
+	pgoff_t reached;
 	long r;
 
 	/*
@@ -467,14 +469,19 @@ static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
 	 * A fatal signal stops the arm early, between two words of the bitmap:
 	 * the pages marked missing so far are dropped as for a whole arm.
 	 */
-	r = gmemuf_bits_change(uf->posted, start, end, false);
-	if (r)
+	reached = gmemuf_bits_change(uf->posted, start, end, false);
+	if (reached < end) {
+		r = -EINTR;
 		goto out;
+	}
 	/* A fault that sees a page missing must see its posted bit clear. */
 	smp_mb__after_atomic();
 
-	r = gmemuf_bits_change(uf->missing, start, end, true);
-	kvm_gmem_truncate_range(inode, start, end);
+	/* Only the pages marked missing lose their contents. */
+	reached = gmemuf_bits_change(uf->missing, start, end, true);
+	if (reached > start)
+		kvm_gmem_truncate_range(inode, start, reached);
+	r = reached < end ? -EINTR : 0;
 out:
 	filemap_invalidate_unlock(mapping);
 	return r;
