@@ -210,6 +210,26 @@ class Repeat(unittest.TestCase):
             self.assertFalse(os.path.exists(os.path.join(d, "demo.1")))
 
 
+class FailedLogs(unittest.TestCase):
+    """What a failed run prints of its failed tests' output."""
+
+    def test_prints_only_the_failed_tests_output(self):
+        tests = ["# gmemuf-begin a", "a says fine", "# gmemuf-end a 0",
+                 "# gmemuf-begin b"] + [f"b line {i}" for i in range(100)] + \
+                ["# gmemuf-end b 1"]
+        console = ["[    1.0] gmemuf: begin a", "[    1.1] gmemuf: end a 0",
+                   "[    2.0] gmemuf: begin b", "[    2.1] b's kernel line",
+                   "[    2.2] gmemuf: end b 1"]
+        res = vmtest.judge(console, tests, [("a", 5), ("b", 5)])
+        out = io.StringIO()
+        vmtest.print_failed_logs(res, console, tests, tail=10, out=out)
+        got = out.getvalue()
+        self.assertNotIn("a says fine", got)
+        self.assertIn("b line 99", got)
+        self.assertNotIn("b line 80", got)
+        self.assertIn("b's kernel line", got)
+
+
 class BenchReport(unittest.TestCase):
     """bench.py on the serial output of a short `make bench` run."""
 

@@ -277,6 +277,21 @@ def report_repeats(results, tests, n, console_lines, test_lines, logs,
               file=out)
 
 
+def print_failed_logs(results, console_lines, test_lines, tail=60,
+                      out=sys.stdout):
+    """The end of each failed test's own output, and its kernel lines, so
+    that a failure in CI can be understood from what CI prints."""
+    for name in sorted(failed_tests(results)):
+        console, tlines = test_logs(name, console_lines, test_lines)
+        if not console and not tlines:
+            continue
+        print(f"--- {name}: last {tail} lines of its output ---", file=out)
+        print("\n".join(tlines[-tail:]), file=out)
+        print(f"--- {name}: last {tail} kernel lines ---", file=out)
+        print("\n".join(console[-tail:]), file=out)
+        print("---", file=out)
+
+
 def summarize(results, out=sys.stdout):
     for r in results:
         if r.status != "pass" or os.environ.get("VERBOSE"):
@@ -408,6 +423,8 @@ def run(args):
         print("--- last console lines ---")
         print("\n".join(console[-25:]))
         print("---")
+    if not args.repeat:
+        print_failed_logs(results, console, test_lines)
     print(f"logs: {console_log} (console), {test_log} (tests)")
     if args.repeat:
         report_repeats(results, tests, args.repeat, console, test_lines,
