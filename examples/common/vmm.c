@@ -8,6 +8,7 @@
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -261,6 +262,30 @@ void vmm_set_state(struct vmm *vm, const struct vmm_state *st)
 		err(1, "KVM_SET_REGS");
 }
 
+/*
+ * The vCPU's state where it stopped, for a failure to be understood from
+ * the log: a triple fault of this guest, which has no IDT, is any exception.
+ */
+static void vmm_dump_vcpu(struct vmm *vm)
+{
+	struct kvm_vcpu_events ev;
+	struct vmm_state st;
+
+	vmm_get_state(vm, &st);
+	fprintf(stderr,
+		"vcpu: rip 0x%llx rsp 0x%llx rax 0x%llx rdi 0x%llx rflags 0x%llx\n"
+		"vcpu: cr0 0x%llx cr2 0x%llx cr3 0x%llx cr4 0x%llx efer 0x%llx\n",
+		st.regs.rip, st.regs.rsp, st.regs.rax, st.regs.rdi,
+		st.regs.rflags, st.sregs.cr0, st.sregs.cr2, st.sregs.cr3,
+		st.sregs.cr4, st.sregs.efer);
+	if (!ioctl(vm->vcpu, KVM_GET_VCPU_EVENTS, &ev))
+		fprintf(stderr,
+			"vcpu: exception injected %u pending %u nr %u error %u (has %u)\n",
+			ev.exception.injected, ev.exception.pending,
+			ev.exception.nr, ev.exception.error_code,
+			ev.exception.has_error_code);
+}
+
 void vmm_run(struct vmm *vm, struct vmm_exit *exit)
 {
 	struct kvm_run *run = vm->run;
@@ -309,6 +334,7 @@ void vmm_run(struct vmm *vm, struct vmm_exit *exit)
 		exit->value = regs.rdi;
 		return;
 	case KVM_EXIT_SHUTDOWN:
+		vmm_dump_vcpu(vm);
 		errx(1, "guest: shutdown (a triple fault)");
 	case KVM_EXIT_FAIL_ENTRY:
 		errx(1, "KVM_RUN: entry failed, reason 0x%llx",
