@@ -1630,6 +1630,63 @@ TEST_F_TIMEOUT(load, huge_range_ioctls_are_killable, 600)
 }
 
 /*
+ * An arm killed part way marks a prefix of its range missing and drops the
+ * contents of those pages alone: a present page past where it stopped
+ * keeps its contents, and one it marked missing can be populated again.
+ */
+TEST_F_TIMEOUT(load, killed_arm_drops_only_what_it_marked, 600)
+{
+	const __u64 size = 16 * TIB;
+	const __u64 last = size - PAGE;
+	int vm = create_vm(), fd, i, status;
+	char *map;
+	pid_t pid;
+
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, size, UF_FLAGS);
+	ASSERT_GE(fd, 0) TH_LOG("%s", strerror(errno));
+
+	/* The first two pages and the last one present, with contents. */
+	ASSERT_EQ(populate(fd, 0, 1), PAGE);
+	ASSERT_EQ(populate(fd, 1, 1), PAGE);
+	ASSERT_EQ(populate(fd, last / PAGE, 2), PAGE);
+
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		range_ioctl(fd, GMEMUF_IOC_ARM, 0, size, NULL);
+		_exit(1);
+	}
+	/*
+	 * Killed once it has marked page 1 missing, long before it reaches
+	 * the end of 2^32 pages: between its first words and its last.
+	 */
+	for (i = 0; i < 1200 && !count_missing(fd, PAGE, PAGE, NULL); i++)
+		usleep(100000);
+	ASSERT_EQ(kill(pid, SIGKILL), 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_LT(i, 1200) TH_LOG("the arm never marked page 1");
+	ASSERT_TRUE(WIFSIGNALED(status)) TH_LOG("the arm ended before the kill");
+
+	/* Not reached: the last page is present, its contents whole. */
+	EXPECT_EQ(count_missing(fd, last, PAGE, NULL), 0);
+	map = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, last);
+	ASSERT_NE(map, MAP_FAILED);
+	EXPECT_TRUE(check(map, PAGE, 2));
+	munmap(map, PAGE);
+
+	/* Reached: missing, its old contents gone, populated anew. */
+	EXPECT_EQ(count_missing(fd, 0, 2 * PAGE, NULL), 2);
+	ASSERT_EQ(populate(fd, 0, 3), PAGE);
+	map = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_NE(map, MAP_FAILED);
+	EXPECT_TRUE(check(map, PAGE, 3));
+	munmap(map, PAGE);
+	close(fd);
+	close(vm);
+}
+
+/*
  * Fault injection (CONFIG_FAILSLAB, CONFIG_FAIL_PAGE_ALLOC): failures injected
  * into the allocations of the calling thread alone (task-filter, with
  * /proc/thread-self/make-it-fail), @times of them.
