@@ -265,6 +265,9 @@ void vmm_set_state(struct vmm *vm, const struct vmm_state *st)
 /*
  * The vCPU's state where it stopped, for a failure to be understood from
  * the log: a triple fault of this guest, which has no IDT, is any exception.
+ * On AMD, KVM resets a vCPU that shut down (its VMCB is undefined then), so
+ * this is the reset state there: the test VM's KVM trace (scripts/vm-init)
+ * has the RIP of the exit instead.
  */
 static void vmm_dump_vcpu(struct vmm *vm)
 {
