@@ -3,7 +3,7 @@
  * gmemuf_fuzz: a seeded, time-bounded fuzzer of the gmemuf UAPI.
  *
  *   gmemuf_fuzz [--seconds N] [--seed S] [--procs P] [--threads T]
- *               [--vcpus V] [--hang-seconds H] [--unsafe] [--self-test]
+ *               [--vcpus V] [--hang-seconds H] [--self-test]
  *
  * P worker processes each build a world of their own: a VM (a default VM
  * with shared, mmap-able userfault guest_memfds for even workers, a
@@ -20,9 +20,12 @@
  * mappings from user mode and from the kernel, and mappings made and
  * unmapped; memslots deleted and bound again; private/shared conversion;
  * vCPUs reading and writing pages, kicked by signals, and
- * KVM_PRE_FAULT_MEMORY; guest_memfds created with any flags and sizes;
- * children that receive a guest_memfd over SCM_RIGHTS, attach a handler or
- * wait on a page, and are killed with SIGKILL.
+ * KVM_PRE_FAULT_MEMORY; guest_memfds created with any flags and sizes (up
+ * to 128 TiB: EFBIG past GMEMUF_SIZE_MAX), 256 handlers attached to one
+ * (then ENOSPC), WAKE and GET_BITMAP over the whole of a big one; children
+ * that receive a guest_memfd over SCM_RIGHTS, attach a handler or wait on
+ * a page, and are killed with SIGKILL; handler threads that exit with a
+ * FETCH parked, and handlers that never fetch.
  *
  * Each thread's sequence of operations is a function of (seed, process,
  * thread) alone, so the seed reproduces the operations; their interleaving
@@ -53,9 +56,6 @@
  * last operations of every thread of that process, and the exit status
  * is 1. The last line is a summary: seed, duration, operations of each
  * kind, failures.
- *
- * Known kernel issues that are being fixed are kept out of the default
- * run; --unsafe puts them back (see UNSAFE below).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -112,13 +112,22 @@
 #define CSUM_INIT	0xcb5e1ec7a9a5b00bull
 
 /*
- * Sizes of guest_memfds the create operation asks for stay below 64 GiB
- * (a 2 MiB bitmap): sizes of 16 TiB and more hit known bitmap bugs, and a
- * 128 TiB one a kvcalloc() WARN. Lift this to 1 TiB and beyond once they
- * are fixed (--unsafe does).
+ * Sizes of guest_memfds the create operation asks for: up to 1 TiB, whose
+ * two bitmaps take 64 MiB; and past GMEMUF_SIZE_MAX (32 TiB), up to 128
+ * TiB, where a userfault one fails with EFBIG before allocating anything.
+ * Not between: the 2 GiB of bitmaps of a 32 TiB file take over a minute
+ * to allocate and fill under TCG, in a VM of 4 GiB (gmemuf_test has the
+ * 16 TiB cases, one at a time).
  */
-#define CREATE_MAX_SHIFT	36
-#define CREATE_MAX_SHIFT_UNSAFE	47
+#define CREATE_MAX_SHIFT	40
+#define CREATE_EFBIG_SHIFT	47
+/*
+ * WAKE wakes each missing page of its range, and GET_BITMAP reads 64 pages
+ * at a time: over the whole of a new file, the sizes that take seconds
+ * under TCG, not minutes.
+ */
+#define WAKE_WHOLE_MAX		(1ull << 30)
+#define BITMAP_WHOLE_MAX	(1ull << 40)
 
 static int opt_seconds = 60;
 static u64 opt_seed;
@@ -127,15 +136,6 @@ static int opt_threads = 3;
 static int opt_vcpus = 2;
 /* 60 s, times the VM's gmemuf.timeout_scale (the harness's TIMEOUT_SCALE). */
 static int opt_hang_s;
-/*
- * UNSAFE: the classes of known, open kernel bugs, off by default until
- * they are fixed: a handler thread that exits with a FETCH parked; a
- * handler that is attached and never fetches while faults are posted;
- * guest_memfds of 16 TiB and more, and ARM, WAKE and GET_BITMAP over the
- * whole of one. And one found here: 256 handler files attached and closed
- * (ENOSPC), whose release takes one RCU grace period each.
- */
-static bool opt_unsafe;
 /*
  * --self-test: make the shadow lie about one page that is populated, as if
  * the kernel had written another generation, and pass only if the run
@@ -280,6 +280,7 @@ struct thr {
 	struct oplog log[OPLOG];
 	struct kvm_vcpu *vcpu;	/* vCPU threads */
 	u64 mailbox_gva;
+	u64 stack_top;		/* the vCPU's first RSP, for a post-mortem */
 	_Atomic bool started;
 	_Atomic bool done;
 };
@@ -357,9 +358,9 @@ fail(const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\n  reproduce with: gmemuf_fuzz --seed %llu --procs %d --threads %d --vcpus %d%s\n",
+	fprintf(stderr, "\n  reproduce with: gmemuf_fuzz --seed %llu --procs %d --threads %d --vcpus %d\n",
 		(unsigned long long)opt_seed, opt_procs, opt_threads,
-		opt_vcpus, opt_unsafe ? " --unsafe" : "");
+		opt_vcpus);
 	dump_logs();
 	fflush(stderr);
 	_exit(1);
@@ -1706,8 +1707,8 @@ static void enospc_op(struct thr *t, int fd)
 static void create_op(struct thr *t)
 {
 	u64 flags, size, missing = 0;
-	int shift = opt_unsafe ? CREATE_MAX_SHIFT_UNSAFE : CREATE_MAX_SHIFT;
-	bool garbage = false, big;
+	int shift = CREATE_MAX_SHIFT;
+	bool garbage = false, too_big, big;
 	struct oplog *l;
 	int fd, r;
 
@@ -1723,6 +1724,10 @@ static void create_op(struct thr *t)
 		break;
 	case 2:
 		size = 1ull << (12 + below(&t->rng, shift - 12 + 1));
+		/* Just past GMEMUF_SIZE_MAX, or 64 or 128 TiB. */
+		if (chance(&t->rng, 20))
+			size = chance(&t->rng, 50) ? GMEMUF_SIZE_MAX + PG :
+			       1ull << (CREATE_EFBIG_SHIFT - below(&t->rng, 2));
 		break;
 	case 3:
 		size = -PG;	/* negative as a loff_t */
@@ -1735,6 +1740,9 @@ static void create_op(struct thr *t)
 	if ((flags & ~W.gmem_flags_supported) || !size || size % PG ||
 	    (int64_t)size < 0)
 		garbage = true;
+	too_big = !garbage && size > GMEMUF_SIZE_MAX &&
+		  (flags & (GUEST_MEMFD_FLAG_USERFAULT |
+			    GUEST_MEMFD_FLAG_USERFAULT_EXIT));
 	l = op_begin(OP_create, flags, size / PG, 0);
 	fd = __vm_create_guest_memfd(W.vm, size, flags);
 	l->res = fd;
@@ -1747,6 +1755,14 @@ static void create_op(struct thr *t)
 			fail("KVM_CREATE_GUEST_MEMFD(size 0x%llx, flags 0x%llx): errno %d, wanted EINVAL",
 			     (unsigned long long)size,
 			     (unsigned long long)flags, errno);
+		op_end(l, fd, errno);
+		return;
+	}
+	if (too_big) {
+		if (fd >= 0 || errno != EFBIG)
+			fail("KVM_CREATE_GUEST_MEMFD(size 0x%llx, flags 0x%llx): %d errno %d, wanted EFBIG",
+			     (unsigned long long)size,
+			     (unsigned long long)flags, fd, errno);
 		op_end(l, fd, errno);
 		return;
 	}
@@ -1765,22 +1781,25 @@ static void create_op(struct thr *t)
 			fail("GET_BITMAP on a new userfault guest_memfd: %d", r);
 		if (!missing)
 			fail("a new userfault guest_memfd has a present page");
-		/*
-		 * Closing 256 handler files takes 256 RCU grace periods
-		 * (synchronize_rcu() in gmemuf_handler_release()), over 60 s
-		 * in the loaded VM: reported, --unsafe until fixed.
-		 */
-		if (opt_unsafe && chance(&t->rng, 3))
+		if (chance(&t->rng, 3))
 			enospc_op(t, fd);
 		else if (size <= SZ_64M && chance(&t->rng, 30)) {
 			r = range_ioctl(fd, GMEMUF_IOC_DISARM, 0, size, NULL);
 			if (r)
 				fail("DISARM of a whole new file: %d", r);
 		}
-		if (opt_unsafe && size > SZ_64M && chance(&t->rng, 20)) {
-			/* Known: unkillable loops over huge ranges. */
-			range_ioctl(fd, GMEMUF_IOC_WAKE, 0, size, NULL);
-			get_bitmap(fd, 0, size, NULL, &missing);
+		/* The loops over the whole of a big file (see WAKE_WHOLE_MAX). */
+		if (big && chance(&t->rng, 20)) {
+			r = size <= WAKE_WHOLE_MAX ?
+			    range_ioctl(fd, GMEMUF_IOC_WAKE, 0, size, NULL) : 0;
+			if (r)
+				fail("WAKE of the whole of a new file of 0x%llx: %d",
+				     (unsigned long long)size, r);
+			r = get_bitmap(fd, 0, size, NULL, &missing);
+			if (r || missing != size / PG)
+				fail("GET_BITMAP of the whole of a new file of 0x%llx: %d, %llu missing",
+				     (unsigned long long)size, r,
+				     (unsigned long long)missing);
 		}
 	} else if (r != -ENOTTY) {
 		fail("GET_BITMAP on a guest_memfd without userfault: %d, wanted ENOTTY",
@@ -2073,42 +2092,86 @@ static void child_op(struct thr *t)
 	op_end(l, pid, 0);
 }
 
-/* --- the known-open classes, with --unsafe ------------------------ */
+/* --- handlers that go away: exiting with a fetch, never fetching ---- */
+
+/* A handler whose thread exits with a FETCH parked: what it leaves. */
+struct gone {
+	struct ufile *f;
+	struct io_uring ring;
+	int hfd;
+	struct gmemuf_fault rec[4];
+};
 
 static void *exiting_handler_thread(void *arg)
 {
-	struct ufile *f = arg;
-	struct gmemuf_fault rec[4];
-	struct gmemuf_fetch fetch = { .addr = (u64)(uintptr_t)rec, .nr = 4 };
-	static struct io_uring ring;	/* outlives the thread, on purpose */
+	struct gone *g = arg;
+	struct gmemuf_fetch fetch = {
+		.addr = (u64)(uintptr_t)g->rec, .nr = 4,
+	};
 	struct io_uring_sqe *sqe;
-	int hfd = ioctl(f->fd, GMEMUF_IOC_HANDLER, 0);
+	int r;
 
-	if (hfd < 0 || io_uring_queue_init(4, &ring, 0))
-		return NULL;
-	sqe = io_uring_get_sqe(&ring);
-	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, hfd, NULL, 0, 0);
+	g->hfd = ioctl(g->f->fd, GMEMUF_IOC_HANDLER, 0);
+	if (g->hfd < 0)
+		fail("HANDLER: errno %d", errno);
+	r = io_uring_queue_init(4, &g->ring, 0);
+	if (r)
+		fail("io_uring_queue_init: %d", r);
+	sqe = io_uring_get_sqe(&g->ring);
+	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, g->hfd, NULL, 0, 0);
 	sqe->cmd_op = GMEMUF_CMD_FETCH;
 	memcpy(sqe->cmd, &fetch, sizeof(fetch));
-	io_uring_submit(&ring);
+	r = io_uring_submit(&g->ring);
+	if (r != 1)
+		fail("io_uring_submit: %d", r);
 	return NULL;	/* exits with the fetch parked */
 }
 
-static void unsafe_op(struct thr *t)
+/*
+ * A handler thread that exits with a FETCH parked, its ring and handler
+ * file left open: the fetch ends at once, canceled (or with the records it
+ * had got before, which are served here), and faults go to the others. Or
+ * a handler that never fetches, held for a while: the faults routed to it
+ * go to the handlers that fetch.
+ */
+static void handler_gone_op(struct thr *t)
 {
 	struct ufile *f = pick_file(&t->rng);
+	struct oplog *l;
 	pthread_t th;
-	int hfd;
+	int hfd, r, i;
 
 	if (chance(&t->rng, 50)) {
-		pthread_create(&th, NULL, exiting_handler_thread, f);
+		struct gone *g = calloc(1, sizeof(*g));
+
+		TEST_ASSERT(g, "calloc");
+		l = op_begin(OP_handler, f->idx, 0, 1);
+		g->f = f;
+		pthread_create(&th, NULL, exiting_handler_thread, g);
 		pthread_join(th, NULL);
+		r = ring_wait(&g->ring, opt_hang_s * 1000 / 2, NULL);
+		if (r == -ETIME)
+			fail("the FETCH of a handler thread that exited is still parked after %d s",
+			     opt_hang_s / 2);
+		if (r != -ECANCELED && (r < 0 || r > 4))
+			fail("the FETCH of a handler thread that exited completed with %d, wanted -ECANCELED or records",
+			     r);
+		for (i = 0; i < r; i++) {
+			check_record(f, &g->rec[i]);
+			serve(t, f, g->rec[i].offset / PG);
+		}
+		io_uring_queue_exit(&g->ring);
+		close(g->hfd);
+		free(g);
+		op_end(l, r, 0);
 	} else {
-		/* A handler that never fetches, held for a while. */
+		l = op_begin(OP_handler, f->idx, 0, 2);
 		hfd = ioctl(f->fd, GMEMUF_IOC_HANDLER, 0);
+		if (hfd < 0)
+			fail("HANDLER: errno %d", errno);
 		sleep_ms(200);
-		if (hfd >= 0)
-			close(hfd);
+		close(hfd);
+		op_end(l, hfd, 0);
 	}
 }
 
@@ -2160,8 +2223,8 @@ static void one_op(struct thr *t)
 		create_op(t);
 	else if (roll < 935)
 		child_op(t);
-	else if (roll < 940 && opt_unsafe)
-		unsafe_op(t);
+	else if (roll < 940)
+		handler_gone_op(t);
 	else
 		touch_op(t);
 }
@@ -2223,6 +2286,7 @@ enum { G_READ = 1, G_WRITE = 2 };
 struct mailbox {
 	u64 op;
 	u64 gva;
+	u64 stage;	/* where the guest is: for a post-mortem */
 };
 
 /*
@@ -2234,11 +2298,14 @@ static void guest_main(struct mailbox *mb)
 	for (;;) {
 		u64 op, *p, csum = CSUM_INIT, w0 = 0, w1 = 0, v, i;
 
+		WRITE_ONCE(mb->stage, 1);
 		GUEST_SYNC_ARGS(0, 0, 0, 0, 0);
+		WRITE_ONCE(mb->stage, 2);
 		op = READ_ONCE(mb->op);
 		p = (u64 *)READ_ONCE(mb->gva);
 		if (op == G_WRITE)
 			asm volatile("lock orq $0, %0" : "+m"(p[0]) :: "memory");
+		WRITE_ONCE(mb->stage, 3);
 		for (i = 0; i < WORDS; i++) {
 			v = READ_ONCE(p[i]);
 			if (i == 0)
@@ -2247,7 +2314,9 @@ static void guest_main(struct mailbox *mb)
 				w1 = v;
 			csum = pattern_csum(csum, v);
 		}
+		WRITE_ONCE(mb->stage, 4);
 		GUEST_SYNC_ARGS(1, w0, w1, csum, 0);
+		WRITE_ONCE(mb->stage, 5);
 	}
 }
 
@@ -2272,6 +2341,57 @@ static void vcpu_convert(struct ufile *f, u64 page, bool to_shared)
 	atomic_store(&f->pg[page].shared, to_shared);
 	seq_end(f, page, 1);
 	unlock_pages(f, page, 1);
+}
+
+/* The vCPU's state, for an exit that the guest cannot cause on purpose. */
+static void vcpu_state_dump(struct thr *t, struct ufile *f, u64 page)
+{
+	struct kvm_vcpu_events ev;
+	struct kvm_sregs sr;
+	struct kvm_regs r;
+	u8 *code;
+	int i;
+
+	vcpu_regs_get(t->vcpu, &r);
+	vcpu_sregs_get(t->vcpu, &sr);
+	vcpu_events_get(t->vcpu, &ev);
+	fprintf(stderr,
+		"gmemuf_fuzz: vCPU state: rip 0x%llx rsp 0x%llx rflags 0x%llx rax 0x%llx rbx 0x%llx rcx 0x%llx rdx 0x%llx rsi 0x%llx rdi 0x%llx\n"
+		"  cr0 0x%llx cr2 0x%llx cr3 0x%llx cr4 0x%llx efer 0x%llx idt 0x%llx/%u gdt 0x%llx/%u tr 0x%llx\n"
+		"  exception: injected %u pending %u nr %u has_error %u error 0x%x; nmi %u %u; payload %u 0x%llx\n"
+		"  touching gpa 0x%llx of file %d (page %llu, attribute %s, shadow %s gen %u, slot_seq %u)\n",
+		r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi,
+		sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.efer, sr.idt.base,
+		sr.idt.limit, sr.gdt.base, sr.gdt.limit, sr.tr.base,
+		ev.exception.injected, ev.exception.pending, ev.exception.nr,
+		ev.exception.has_error_code, ev.exception.error_code,
+		ev.nmi.injected, ev.nmi.pending, ev.exception_has_payload,
+		ev.exception_payload,
+		(unsigned long long)(f->gpa + page * PG), f->idx,
+		(unsigned long long)page,
+		atomic_load(&f->pg[page].shared) ? "shared" : "private",
+		atomic_load(&f->pg[page].present) ? "present" : "missing",
+		atomic_load(&f->pg[page].gen), atomic_load(&f->slot_seq));
+	fprintf(stderr, "  guest stage %llu\n", (unsigned long long)
+		((struct mailbox *)addr_gva2hva(W.vm, t->mailbox_gva))->stage);
+	/* What the guest left on its stack: frames of an exception too. */
+	if (t->stack_top) {
+		u64 *w = addr_gva2hva(W.vm, t->stack_top - 1024);
+
+		for (i = 0; i < 128; i++)
+			if (w[i])
+				fprintf(stderr, "  stack top-0x%x: 0x%llx\n",
+					1024 - i * 8,
+					(unsigned long long)w[i]);
+	}
+	/* Not after a shutdown intercept, which resets the vCPU. */
+	if (!(sr.cr0 & X86_CR0_PG))
+		return;
+	code = addr_gva2hva(W.vm, r.rip);
+	fprintf(stderr, "  code at rip:");
+	for (i = 0; i < 16; i++)
+		fprintf(stderr, " %02x", code[i]);
+	fprintf(stderr, "\n");
 }
 
 static void vcpu_to_ucall(struct thr *t, struct ucall *uc, bool *mmio,
@@ -2351,9 +2471,11 @@ static void vcpu_to_ucall(struct thr *t, struct ucall *uc, bool *mmio,
 			memset(run->mmio.data, 0, sizeof(run->mmio.data));
 			continue;
 		}
-		if (run->exit_reason != KVM_EXIT_IO)
+		if (run->exit_reason != KVM_EXIT_IO) {
+			vcpu_state_dump(t, f, page);
 			fail("KVM_RUN: exit reason %u (%s)", run->exit_reason,
 			     exit_reason_str(run->exit_reason));
+		}
 		switch (get_ucall(t->vcpu, uc)) {
 		case UCALL_SYNC:
 			return;
@@ -2428,6 +2550,12 @@ static void *vcpu_thread(void *arg)
 	bool mmio = false;
 
 	self = t;
+	{
+		struct kvm_regs regs;
+
+		vcpu_regs_get(t->vcpu, &regs);
+		t->stack_top = regs.rsp;
+	}
 	vcpu_to_ucall(t, &uc, &mmio, &W.f[0], 0, NULL);
 	while (now_ms() < W.deadline && !atomic_load(&W.stop)) {
 		struct ufile *f = &W.f[below(&t->rng, 2)];
@@ -2750,7 +2878,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: gmemuf_fuzz [--seconds N] [--seed S] [--procs P] [--threads T]\n"
-		"                   [--vcpus V] [--hang-seconds H] [--unsafe] [--self-test]\n");
+		"                   [--vcpus V] [--hang-seconds H] [--self-test]\n");
 	exit(2);
 }
 
@@ -2763,7 +2891,6 @@ int main(int argc, char *argv[])
 		{ "threads", required_argument, NULL, 't' },
 		{ "vcpus", required_argument, NULL, 'v' },
 		{ "hang-seconds", required_argument, NULL, 'H' },
-		{ "unsafe", no_argument, NULL, 'U' },
 		{ "self-test", no_argument, NULL, 'T' },
 		{}
 	};
@@ -2782,7 +2909,6 @@ int main(int argc, char *argv[])
 		case 't': opt_threads = atoi(optarg); break;
 		case 'v': opt_vcpus = atoi(optarg); break;
 		case 'H': opt_hang_s = atoi(optarg); break;
-		case 'U': opt_unsafe = true; break;
 		case 'T': opt_self_test = true; break;
 		default: usage();
 		}
@@ -2813,9 +2939,9 @@ int main(int argc, char *argv[])
 		      GMEMUF_FEATURE_URING_FETCH | GMEMUF_FEATURE_VCPU_WAIT |
 		      GMEMUF_FEATURE_VCPU_EXIT));
 
-	printf("gmemuf_fuzz: seed %llu, %d s, %d processes of %d threads and %d vCPUs%s\n",
+	printf("gmemuf_fuzz: seed %llu, %d s, %d processes of %d threads and %d vCPUs\n",
 	       (unsigned long long)opt_seed, opt_seconds, opt_procs,
-	       opt_threads, opt_vcpus, opt_unsafe ? ", unsafe" : "");
+	       opt_threads, opt_vcpus);
 	fflush(stdout);
 	G = shared_alloc(sizeof(*G));
 	start = now_ms();
