@@ -40,6 +40,7 @@
 #define GMEMUF_FEATURE_URING_FETCH	_BITULL(2) /* GMEMUF_CMD_FETCH */
 #define GMEMUF_FEATURE_VCPU_WAIT	_BITULL(3) /* vCPU faults wait */
 #define GMEMUF_FEATURE_VCPU_EXIT	_BITULL(4) /* GUEST_MEMFD_FLAG_USERFAULT_EXIT */
+#define GMEMUF_FEATURE_READ		_BITULL(5) /* read(), poll() on handlers */
 
 /*
  * A range of a userfault guest_memfd, for GMEMUF_IOC_ARM, _DISARM, _ZERO
@@ -104,13 +105,21 @@ struct gmemuf_bitmap {
 #define GMEMUF_IOC_GET_BITMAP	_IOWR(GMEMUF_IOC_TYPE, 0xf4, struct gmemuf_bitmap)
 /*
  * Attach a handler: returns a new file descriptor (close-on-exec), the
- * handler file, on which the handler fetches faults with GMEMUF_CMD_FETCH.
- * The argument must be 0. Faults delivered to a handler and not resolved
- * when its handler file is released are delivered again to other handlers.
+ * handler file, from which the handler takes faults with read() or
+ * GMEMUF_CMD_FETCH. The argument must be 0. Faults delivered to a handler
+ * and not resolved when its handler file is released are delivered again
+ * to other handlers.
+ *
+ * read() on a handler file returns whole struct gmemuf_fault records: as
+ * many pending ones as fit in the buffer, at most GMEMUF_FETCH_MAX, and at
+ * least 1. It fails with EINVAL for a buffer smaller than one record, and
+ * with EAGAIN, if the file is O_NONBLOCK, when none is pending; otherwise
+ * it sleeps until one is (a signal ends the sleep). poll() reports the
+ * file readable (EPOLLIN) while records are pending.
  */
 #define GMEMUF_IOC_HANDLER	_IO(GMEMUF_IOC_TYPE, 0xf5)
 
-/* A fault, as a handler fetches it. */
+/* A fault, as a handler reads or fetches it. */
 struct gmemuf_fault {
 	__u64 offset;	/* of the missing page in the file */
 	__u32 flags;	/* GMEMUF_FAULT_* */
