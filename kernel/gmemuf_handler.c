@@ -37,6 +37,7 @@
 #include <linux/io_uring/cmd.h>
 #include <linux/poll.h>
 #include <linux/slab.h>
+#include <linux/string.h>
 #include <uapi/linux/gmemuf.h>
 
 #include "gmemuf.h"
@@ -374,6 +375,27 @@ static void gmemuf_cancel(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 	gmemuf_wake_readers(uf);
 }
 
+/*
+ * The fields of the SQE that a fetch does not use are 0, so that they can
+ * mean something later: those io_uring leaves to the command (ioprio, addr,
+ * len, buf_index, file_index), its flags (no fixed buffer, no multishot),
+ * and the second half of a 128-byte SQE's command area.
+ */
+static bool gmemuf_fetch_sqe_unused_zero(struct io_uring_cmd *cmd,
+					 unsigned int issue_flags)
+{
+	const struct io_uring_sqe *sqe = cmd->sqe;
+	size_t cmd_len = 2 * sizeof(*sqe) - offsetof(struct io_uring_sqe, cmd);
+
+	if ((cmd->flags & IORING_URING_CMD_MASK) || READ_ONCE(sqe->ioprio) ||
+	    READ_ONCE(sqe->addr) || READ_ONCE(sqe->len) ||
+	    READ_ONCE(sqe->buf_index) || READ_ONCE(sqe->file_index))
+		return false;
+	return !(issue_flags & IO_URING_F_SQE128) ||
+	       !memchr_inv((const u8 *)sqe->cmd + sizeof(struct gmemuf_fetch), 0,
+			   cmd_len - sizeof(struct gmemuf_fetch));
+}
+
 static int gmemuf_fetch(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 			unsigned int issue_flags)
 {
@@ -385,7 +407,8 @@ static int gmemuf_fetch(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 	u64 addr = READ_ONCE(arg->addr);
 	u32 nr = READ_ONCE(arg->nr);
 
-	if (READ_ONCE(arg->flags) || !addr || !nr || nr > GMEMUF_FETCH_MAX)
+	if (READ_ONCE(arg->flags) || !addr || !nr || nr > GMEMUF_FETCH_MAX ||
+	    !gmemuf_fetch_sqe_unused_zero(cmd, issue_flags))
 		return -EINVAL;
 
 	pdu->addr = addr;

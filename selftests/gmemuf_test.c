@@ -1193,6 +1193,82 @@ TEST_F(uf, fetch_bad_input)
 }
 
 /* 256 handlers at most; failing to attach one leaves the others alone. */
+/*
+ * The SQE fields a fetch does not use must be 0 (EINVAL otherwise), so that
+ * they can mean something later; a fetch with all of them 0 then works.
+ */
+TEST_F(uf, fetch_unused_sqe_fields_are_einval)
+{
+	static const char *const names[] = {
+		"ioprio", "addr", "len", "buf_index", "file_index",
+		"uring_cmd_flags FIXED",
+	};
+	struct io_uring_sqe *sqe;
+	struct toucher t;
+	struct handler h;
+	unsigned int i;
+	__u64 addr;
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	addr = (__u64)(uintptr_t)h.faults;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		sqe = io_uring_get_sqe(&h.ring);
+		prep_fetch(sqe, h.fd, addr, 4, 0);
+		switch (i) {
+		case 0: sqe->ioprio = 1; break;
+		case 1: sqe->addr = 1; break;
+		case 2: sqe->len = 1; break;
+		case 3: sqe->buf_index = 1; break;
+		case 4: sqe->file_index = 1; break;
+		case 5: sqe->uring_cmd_flags = IORING_URING_CMD_FIXED; break;
+		}
+		ASSERT_EQ(io_uring_submit(&h.ring), 1);
+		EXPECT_EQ(handler_wait(&h, 5000), -EINVAL) TH_LOG("%s", names[i]);
+	}
+	toucher_start(&t, self->mem + 7 * PAGE, false);
+	ASSERT_EQ(handler_fetch(&h, 4), 0);
+	ASSERT_EQ(handler_wait(&h, 60000), 1);
+	EXPECT_EQ(h.faults[0].offset, 7 * PAGE);
+	ASSERT_EQ(populate(self->fd, 7, 7), PAGE);
+	toucher_join(&t);
+	handler_close(&h);
+}
+
+/*
+ * In a ring of 128-byte SQEs the command area is 80 bytes: the 64 past
+ * struct gmemuf_fetch must be 0.
+ */
+TEST_F(uf, fetch_sqe128_tail_must_be_zero)
+{
+	struct io_uring_sqe *sqe;
+	struct toucher t;
+	struct handler h;
+	__u64 addr;
+
+	h.fd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(h.fd, 0);
+	ASSERT_EQ(io_uring_queue_init(8, &h.ring, IORING_SETUP_SQE128), 0);
+	addr = (__u64)(uintptr_t)h.faults;
+
+	sqe = io_uring_get_sqe(&h.ring);
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	prep_fetch(sqe, h.fd, addr, 4, 0);
+	((char *)sqe->cmd)[79] = 1;
+	ASSERT_EQ(io_uring_submit(&h.ring), 1);
+	EXPECT_EQ(handler_wait(&h, 5000), -EINVAL);
+
+	toucher_start(&t, self->mem + 8 * PAGE, false);
+	sqe = io_uring_get_sqe(&h.ring);
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	prep_fetch(sqe, h.fd, addr, 4, 0);
+	ASSERT_EQ(io_uring_submit(&h.ring), 1);
+	ASSERT_EQ(handler_wait(&h, 60000), 1);
+	EXPECT_EQ(h.faults[0].offset, 8 * PAGE);
+	ASSERT_EQ(populate(self->fd, 8, 8), PAGE);
+	toucher_join(&t);
+	handler_close(&h);
+}
+
 TEST_F(uf, handler_limit)
 {
 	static int fds[257];

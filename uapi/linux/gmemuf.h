@@ -119,7 +119,14 @@ struct gmemuf_bitmap {
  */
 #define GMEMUF_IOC_HANDLER	_IO(GMEMUF_IOC_TYPE, 0xf5)
 
-/* A fault, as a handler reads or fetches it. */
+/*
+ * A fault, as a handler reads or fetches it: 16 bytes, for every handler
+ * file attached with GMEMUF_IOC_HANDLER's argument 0. It grows only by
+ * opt-in: a bigger record, this one followed by new fields, will go to the
+ * handler files that ask for it in that argument (which must be 0 today),
+ * under a new GMEMUF_FEATURE_* bit. @flags may gain bits: ignore those you
+ * do not know. @reserved is 0 for handler files attached with 0.
+ */
 struct gmemuf_fault {
 	__u64 offset;	/* of the missing page in the file */
 	__u32 flags;	/* GMEMUF_FAULT_* */
@@ -142,7 +149,9 @@ struct gmemuf_fault {
  * this in the SQE's cmd area. The command is parked in the kernel until
  * there are faults, then completes with the number of struct gmemuf_fault
  * it wrote at @addr (at most @nr, at least 1), or -ECANCELED when the ring
- * or its task goes away, or a negative errno.
+ * or its task goes away, or a negative errno. The SQE's ioprio, addr, len,
+ * buf_index, file_index and uring_cmd_flags, and in a 128-byte SQE the rest
+ * of the cmd area, must be 0 (EINVAL).
  */
 struct gmemuf_fetch {
 	__u64 addr;	/* struct gmemuf_fault[@nr] */
