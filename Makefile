@@ -153,10 +153,12 @@ stress-initramfs: tests
 
 check: check-host check-harness check-vm
 
-# On the host: the harness's own tests, which need no kernel, and
-# libgmemuf's against the host's kernel (without gmemuf) and its ABI.
+# On the host: the harness's own tests, which need no kernel, the UAPI
+# header test for every architecture, and libgmemuf's against the host's
+# kernel (without gmemuf) and its ABI.
 check-host: headers
 	@python3 scripts/test_vmtest.py
+	@scripts/uapi-check.sh $$(cat $(O)/tree.path)
 	@$(LIBMK) check-host HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
 
 # The harness in the VM, on tests made to fail: proves a failure is seen.

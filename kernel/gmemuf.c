@@ -140,6 +140,7 @@ int gmemuf_create(struct inode *inode, u64 flags)
 	spin_lock_init(&uf->queue_lock);
 	INIT_LIST_HEAD(&uf->pending);
 	INIT_LIST_HEAD(&uf->parked);
+	init_waitqueue_head(&uf->read_wait);
 	uf->kernel_faults = gmemuf_kernel_faults_allowed();
 	uf->vcpu_exit = flags & GUEST_MEMFD_FLAG_USERFAULT_EXIT;
 
@@ -636,7 +637,11 @@ long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg)
 u64 gmemuf_features(void)
 {
 	/* HAVE_KVM_ARCH_GMEMUF: the arch's fault path has the vCPU side. */
-	return GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
-	       GMEMUF_FEATURE_URING_FETCH | GMEMUF_FEATURE_VCPU_WAIT |
-	       GMEMUF_FEATURE_VCPU_EXIT;
+	u64 features = GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
+		       GMEMUF_FEATURE_VCPU_WAIT | GMEMUF_FEATURE_VCPU_EXIT |
+		       GMEMUF_FEATURE_READ;
+
+	if (IS_ENABLED(CONFIG_IO_URING))
+		features |= GMEMUF_FEATURE_URING_FETCH;
+	return features;
 }

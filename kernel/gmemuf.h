@@ -14,6 +14,7 @@
 #include <linux/kvm_types.h>
 #include <linux/mm_types.h>
 #include <linux/spinlock.h>
+#include <linux/wait.h>
 
 struct kvm_vcpu;
 
@@ -34,6 +35,8 @@ struct gmemuf {
 	struct list_head pending;
 	struct list_head parked;
 	unsigned int nr_handlers;
+	/* Handlers in read() or poll() of their handler file, for records. */
+	wait_queue_head_t read_wait;
 
 	/*
 	 * Whether kernel-mode faults (uaccess to a mapping of a missing page)

@@ -1,22 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * gmemuf: fault records, handlers, and their delivery through io_uring.
+ * gmemuf: fault records, handlers, and their delivery, by read() or
+ * through io_uring.
  *
  * A task that waits for a missing page first posts a record of the fault,
  * unless one is out for that page already (the "posted" bitmap), so that
  * however many tasks touch a page, one record is delivered.
  *
- * A handler is a file, made by GMEMUF_IOC_HANDLER, on which the handler
- * parks GMEMUF_CMD_FETCH uring_cmds. Its release is the one sure sign that
+ * A handler is a file, made by GMEMUF_IOC_HANDLER, which the handler
+ * reads, or on which it parks GMEMUF_CMD_FETCH uring_cmds. Its release is the one sure sign that
  * the handler is gone, as /dev/fuse's and ublkc's are for FUSE and ublk: the
  * guest_memfd itself cannot tell, since the VMM and KVM hold it too.
  *
  * The file has one queue of pending records and one list of the commands
  * parked by all its handlers, under one lock, so that any handler that
- * fetches gets any pending record: no record waits on a handler that does
- * not fetch. Records move:
+ * fetches or reads gets any pending record: no record waits on a handler
+ * that does not. Records move:
  *
- *   pending --(a fetch completes)--> delivered, on its handler
+ *   pending --(a fetch completes, or a read)--> delivered, on its handler
  *           --(page present)--> freed
  *
  * Records are not looked up when their page is populated: a record whose
@@ -27,12 +28,16 @@
  * missing are pending again, for the next fetch of any handler.
  *
  * Completions are filled in task work, in the context of the task that
- * submitted the command, where its buffer can be written.
+ * submitted the command, where its buffer can be written. Readers sleep on
+ * the file's read_wait, woken wherever records become pending; the fetch
+ * path needs io_uring, read() and poll() do not.
  */
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
 #include <linux/io_uring/cmd.h>
+#include <linux/poll.h>
 #include <linux/slab.h>
+#include <linux/string.h>
 #include <uapi/linux/gmemuf.h>
 
 #include "gmemuf.h"
@@ -118,6 +123,32 @@ static void gmemuf_kick(struct io_uring_cmd *cmd)
 }
 
 /*
+ * Records may have become pending: wake the handlers sleeping in read() or
+ * poll() of their handler files. All of them, as a reader takes only what
+ * fits in its buffer; those that find nothing sleep again.
+ */
+static void gmemuf_wake_readers(struct gmemuf *uf)
+{
+	if (wq_has_sleeper(&uf->read_wait))
+		wake_up_interruptible_poll(&uf->read_wait, EPOLLIN | EPOLLRDNORM);
+}
+
+/*
+ * Whether records are pending, for read() and poll(). Records whose pages
+ * are present count too, until a read or fetch drops them: a reader woken
+ * for those only finds nothing and sleeps again.
+ */
+static bool gmemuf_records_pending(struct gmemuf *uf)
+{
+	bool pending;
+
+	spin_lock(&uf->queue_lock);
+	pending = !list_empty(&uf->pending);
+	spin_unlock(&uf->queue_lock);
+	return pending;
+}
+
+/*
  * With queue_lock held: move the records of @list whose pages are still
  * missing to the head of the pending queue, in order, and the others to
  * @stale, for the caller to free once the lock is dropped.
@@ -154,6 +185,7 @@ static void gmemuf_queue(struct gmemuf *uf, struct gmemuf_record *rec)
 	cmd = gmemuf_take_parked(uf);
 	spin_unlock(&uf->queue_lock);
 	gmemuf_kick(cmd);
+	gmemuf_wake_readers(uf);
 }
 
 int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags)
@@ -198,14 +230,13 @@ int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags)
 }
 
 /*
- * Write up to pdu->nr pending records to the command's buffer and move them
- * to the handler's delivered records. Returns how many, 0 if none was left,
- * or an error with the records pending again.
+ * Write up to @nr pending records to @ubuf and move them to the handler's
+ * delivered records. Returns how many, 0 if none was left, or an error
+ * with the records pending again.
  */
-static int gmemuf_fill(struct gmemuf_handler *h, struct io_uring_cmd *cmd)
+static int gmemuf_fill(struct gmemuf_handler *h,
+		       struct gmemuf_fault __user *ubuf, u32 nr)
 {
-	struct gmemuf_fetch_pdu *pdu = gmemuf_pdu(cmd);
-	struct gmemuf_fault __user *ubuf = u64_to_user_ptr(pdu->addr);
 	struct gmemuf *uf = h->uf;
 	struct gmemuf_record *rec, *tmp;
 	LIST_HEAD(batch);
@@ -214,7 +245,7 @@ static int gmemuf_fill(struct gmemuf_handler *h, struct io_uring_cmd *cmd)
 
 	spin_lock(&uf->queue_lock);
 	list_for_each_entry_safe(rec, tmp, &uf->pending, node) {
-		if (n == pdu->nr)
+		if (n == nr)
 			break;
 		if (!gmemuf_missing(uf, rec->index)) {
 			list_move(&rec->node, &stale);
@@ -264,6 +295,7 @@ static void gmemuf_hand_off(struct gmemuf_handler *h, struct list_head *stale)
 static void gmemuf_fetch_tw(struct io_tw_req tw_req, io_tw_token_t tw)
 {
 	struct io_uring_cmd *cmd = io_uring_cmd_from_tw(tw_req);
+	struct gmemuf_fetch_pdu *pdu = gmemuf_pdu(cmd);
 	struct gmemuf_handler *h = gmemuf_cmd_handler(cmd);
 	struct gmemuf *uf = h->uf;
 	struct io_uring_cmd *next;
@@ -271,7 +303,8 @@ static void gmemuf_fetch_tw(struct io_tw_req tw_req, io_tw_token_t tw)
 	int r;
 
 	/* The task is exiting: its buffer must not be written. */
-	r = tw.cancel ? -ECANCELED : gmemuf_fill(h, cmd);
+	r = tw.cancel ? -ECANCELED :
+			gmemuf_fill(h, u64_to_user_ptr(pdu->addr), pdu->nr);
 
 	spin_lock(&uf->queue_lock);
 	h->busy = false;
@@ -289,6 +322,9 @@ static void gmemuf_fetch_tw(struct io_tw_req tw_req, io_tw_token_t tw)
 	if (r)
 		io_uring_cmd_done(cmd, r, IO_URING_CMD_TASK_WORK_ISSUE_FLAGS);
 	gmemuf_kick(next);
+	/* Records the fill gave back, or the hand-off made pending. */
+	if (r < 0)
+		gmemuf_wake_readers(uf);
 }
 
 /* Free the delivered records whose pages are present now. */
@@ -336,6 +372,28 @@ static void gmemuf_cancel(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 	gmemuf_free_records(&stale);
 	io_uring_cmd_done(cmd, -ECANCELED, issue_flags);
 	gmemuf_kick(next);
+	gmemuf_wake_readers(uf);
+}
+
+/*
+ * The fields of the SQE that a fetch does not use are 0, so that they can
+ * mean something later: those io_uring leaves to the command (ioprio, addr,
+ * len, buf_index, file_index), its flags (no fixed buffer, no multishot),
+ * and the second half of a 128-byte SQE's command area.
+ */
+static bool gmemuf_fetch_sqe_unused_zero(struct io_uring_cmd *cmd,
+					 unsigned int issue_flags)
+{
+	const struct io_uring_sqe *sqe = cmd->sqe;
+	size_t cmd_len = 2 * sizeof(*sqe) - offsetof(struct io_uring_sqe, cmd);
+
+	if ((cmd->flags & IORING_URING_CMD_MASK) || READ_ONCE(sqe->ioprio) ||
+	    READ_ONCE(sqe->addr) || READ_ONCE(sqe->len) ||
+	    READ_ONCE(sqe->buf_index) || READ_ONCE(sqe->file_index))
+		return false;
+	return !(issue_flags & IO_URING_F_SQE128) ||
+	       !memchr_inv((const u8 *)sqe->cmd + sizeof(struct gmemuf_fetch), 0,
+			   cmd_len - sizeof(struct gmemuf_fetch));
 }
 
 static int gmemuf_fetch(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
@@ -349,7 +407,8 @@ static int gmemuf_fetch(struct gmemuf_handler *h, struct io_uring_cmd *cmd,
 	u64 addr = READ_ONCE(arg->addr);
 	u32 nr = READ_ONCE(arg->nr);
 
-	if (READ_ONCE(arg->flags) || !addr || !nr || nr > GMEMUF_FETCH_MAX)
+	if (READ_ONCE(arg->flags) || !addr || !nr || nr > GMEMUF_FETCH_MAX ||
+	    !gmemuf_fetch_sqe_unused_zero(cmd, issue_flags))
 		return -EINVAL;
 
 	pdu->addr = addr;
@@ -410,15 +469,73 @@ static int gmemuf_handler_release(struct inode *inode, struct file *file)
 
 	gmemuf_free_records(&stale);
 	gmemuf_kick(next);
+	gmemuf_wake_readers(uf);
 	fput(h->gmem_file);
 	kfree(h);
 	return 0;
 }
 
+/*
+ * read(): as many whole records as fit in @count bytes, up to
+ * GMEMUF_FETCH_MAX, taken from the same queue as fetches and delivered to
+ * the same handler, so that they are pending again when its file is
+ * released. Sleeps for one unless the file is O_NONBLOCK; the offset is
+ * ignored, as for a pipe.
+ */
+static ssize_t gmemuf_handler_read(struct file *file, char __user *buf,
+				   size_t count, loff_t *ppos)
+{
+	struct gmemuf_handler *h = file->private_data;
+	struct gmemuf *uf = h->uf;
+	struct io_uring_cmd *next;
+	u32 nr;
+	int n;
+
+	if (count < sizeof(struct gmemuf_fault))
+		return -EINVAL;
+	nr = min_t(size_t, count / sizeof(struct gmemuf_fault),
+		   GMEMUF_FETCH_MAX);
+	gmemuf_prune(h);
+
+	for (;;) {
+		n = gmemuf_fill(h, (struct gmemuf_fault __user *)buf, nr);
+		if (n)
+			break;
+		if (file->f_flags & O_NONBLOCK)
+			return -EAGAIN;
+		if (wait_event_interruptible(uf->read_wait,
+					     gmemuf_records_pending(uf)))
+			return -ERESTARTSYS;
+	}
+	if (n > 0)
+		return n * sizeof(struct gmemuf_fault);
+
+	/* The records are pending again: for the other handlers too. */
+	spin_lock(&uf->queue_lock);
+	next = gmemuf_take_parked(uf);
+	spin_unlock(&uf->queue_lock);
+	gmemuf_kick(next);
+	gmemuf_wake_readers(uf);
+	return n;
+}
+
+static __poll_t gmemuf_handler_poll(struct file *file, poll_table *wait)
+{
+	struct gmemuf_handler *h = file->private_data;
+
+	poll_wait(file, &h->uf->read_wait, wait);
+	return gmemuf_records_pending(h->uf) ? EPOLLIN | EPOLLRDNORM : 0;
+}
+
 static const struct file_operations gmemuf_handler_fops = {
 	.owner		= THIS_MODULE,
 	.release	= gmemuf_handler_release,
-	.uring_cmd	= gmemuf_handler_uring_cmd,
+	.read		= gmemuf_handler_read,
+	.poll		= gmemuf_handler_poll,
+	.llseek		= noop_llseek,
+	/* GMEMUF_CMD_FETCH, and only it, needs io_uring. */
+	.uring_cmd	= IS_ENABLED(CONFIG_IO_URING) ?
+			  gmemuf_handler_uring_cmd : NULL,
 };
 
 int gmemuf_attach_handler(struct gmemuf *uf, struct file *gmem_file)

@@ -18,7 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <liburing.h>
+#include <poll.h>
 #include <sys/capability.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -395,7 +397,7 @@ TEST(probe)
 	EXPECT_EQ(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_USERFAULT),
 		  (int)(GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
 			GMEMUF_FEATURE_URING_FETCH | GMEMUF_FEATURE_VCPU_WAIT |
-			GMEMUF_FEATURE_VCPU_EXIT));
+			GMEMUF_FEATURE_VCPU_EXIT | GMEMUF_FEATURE_READ));
 	close(vm);
 }
 
@@ -1191,6 +1193,82 @@ TEST_F(uf, fetch_bad_input)
 }
 
 /* 256 handlers at most; failing to attach one leaves the others alone. */
+/*
+ * The SQE fields a fetch does not use must be 0 (EINVAL otherwise), so that
+ * they can mean something later; a fetch with all of them 0 then works.
+ */
+TEST_F(uf, fetch_unused_sqe_fields_are_einval)
+{
+	static const char *const names[] = {
+		"ioprio", "addr", "len", "buf_index", "file_index",
+		"uring_cmd_flags FIXED",
+	};
+	struct io_uring_sqe *sqe;
+	struct toucher t;
+	struct handler h;
+	unsigned int i;
+	__u64 addr;
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	addr = (__u64)(uintptr_t)h.faults;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		sqe = io_uring_get_sqe(&h.ring);
+		prep_fetch(sqe, h.fd, addr, 4, 0);
+		switch (i) {
+		case 0: sqe->ioprio = 1; break;
+		case 1: sqe->addr = 1; break;
+		case 2: sqe->len = 1; break;
+		case 3: sqe->buf_index = 1; break;
+		case 4: sqe->file_index = 1; break;
+		case 5: sqe->uring_cmd_flags = IORING_URING_CMD_FIXED; break;
+		}
+		ASSERT_EQ(io_uring_submit(&h.ring), 1);
+		EXPECT_EQ(handler_wait(&h, 5000), -EINVAL) TH_LOG("%s", names[i]);
+	}
+	toucher_start(&t, self->mem + 7 * PAGE, false);
+	ASSERT_EQ(handler_fetch(&h, 4), 0);
+	ASSERT_EQ(handler_wait(&h, 60000), 1);
+	EXPECT_EQ(h.faults[0].offset, 7 * PAGE);
+	ASSERT_EQ(populate(self->fd, 7, 7), PAGE);
+	toucher_join(&t);
+	handler_close(&h);
+}
+
+/*
+ * In a ring of 128-byte SQEs the command area is 80 bytes: the 64 past
+ * struct gmemuf_fetch must be 0.
+ */
+TEST_F(uf, fetch_sqe128_tail_must_be_zero)
+{
+	struct io_uring_sqe *sqe;
+	struct toucher t;
+	struct handler h;
+	__u64 addr;
+
+	h.fd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(h.fd, 0);
+	ASSERT_EQ(io_uring_queue_init(8, &h.ring, IORING_SETUP_SQE128), 0);
+	addr = (__u64)(uintptr_t)h.faults;
+
+	sqe = io_uring_get_sqe(&h.ring);
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	prep_fetch(sqe, h.fd, addr, 4, 0);
+	((char *)sqe->cmd)[79] = 1;
+	ASSERT_EQ(io_uring_submit(&h.ring), 1);
+	EXPECT_EQ(handler_wait(&h, 5000), -EINVAL);
+
+	toucher_start(&t, self->mem + 8 * PAGE, false);
+	sqe = io_uring_get_sqe(&h.ring);
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	prep_fetch(sqe, h.fd, addr, 4, 0);
+	ASSERT_EQ(io_uring_submit(&h.ring), 1);
+	ASSERT_EQ(handler_wait(&h, 60000), 1);
+	EXPECT_EQ(h.faults[0].offset, 8 * PAGE);
+	ASSERT_EQ(populate(self->fd, 8, 8), PAGE);
+	toucher_join(&t);
+	handler_close(&h);
+}
+
 TEST_F(uf, handler_limit)
 {
 	static int fds[257];
@@ -1509,6 +1587,352 @@ TEST_F(uf, idle_handler_strands_no_record)
 	}
 	handler_close(&h);
 	handler_close(&idle);
+}
+
+/*
+ * read() on a handler file: the records of faults, as FETCH gives them,
+ * from the same queue, with the same redelivery.
+ */
+#define REC	sizeof(struct gmemuf_fault)
+
+/* read() of @len bytes from @hfd: the number of records, or -errno. */
+static int read_records(int hfd, struct gmemuf_fault *faults, size_t len)
+{
+	ssize_t n = read(hfd, faults, len);
+
+	if (n < 0)
+		return -errno;
+	if (n % REC)
+		return -EPROTO;
+	return n / REC;
+}
+
+/* Start a toucher of each of @nr pages from @first, and wait until each sleeps. */
+static bool touch_pages(struct toucher *t, char *mem, unsigned long first,
+			int nr)
+{
+	int i;
+
+	for (i = 0; i < nr; i++) {
+		toucher_start(&t[i], mem + (first + i) * PAGE, false);
+		if (!wait_sleeping(t[i].tid))
+			return false;
+	}
+	return true;
+}
+
+/* Populate the pages, join their touchers and check what they saw. */
+static void populate_and_join(struct __test_metadata *_metadata, int fd,
+			      struct toucher *t, unsigned long first, int nr)
+{
+	int i;
+
+	for (i = 0; i < nr; i++)
+		ASSERT_EQ(populate(fd, first + i, first + i), PAGE);
+	for (i = 0; i < nr; i++) {
+		toucher_join(&t[i]);
+		EXPECT_TRUE(check(t[i].copy, PAGE, first + i));
+	}
+}
+
+TEST_F(uf, read_returns_the_records)
+{
+	struct gmemuf_fault faults[8];
+	struct toucher t[3];
+	int hfd;
+
+	hfd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(hfd, 0);
+	ASSERT_TRUE(touch_pages(t, self->mem, 10, 3));
+	/* Three pending, room for eight: one read takes all three. */
+	ASSERT_EQ(read_records(hfd, faults, sizeof(faults)), 3);
+	populate_and_join(_metadata, self->fd, t, 10, 3);
+	/* Nothing pending: records are not given twice. */
+	ASSERT_EQ(fcntl(hfd, F_SETFL, O_NONBLOCK), 0);
+	EXPECT_EQ(read_records(hfd, faults, sizeof(faults)), -EAGAIN);
+	close(hfd);
+}
+
+/* Smaller than a record: EINVAL. Otherwise only whole records. */
+TEST_F(uf, read_short_buffers)
+{
+	struct gmemuf_fault faults[4];
+	struct toucher t[3];
+	char byte;
+	int hfd;
+
+	hfd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(hfd, 0);
+	EXPECT_EQ(read_records(hfd, faults, 0), -EINVAL);
+	EXPECT_EQ(read_records(hfd, faults, 1), -EINVAL);
+	EXPECT_EQ(read_records(hfd, faults, REC - 1), -EINVAL);
+	ASSERT_TRUE(touch_pages(t, self->mem, 12, 3));
+	/* The short reads took nothing. */
+	EXPECT_EQ(read_records(hfd, faults, REC - 1), -EINVAL);
+	/* A record and a half, then two records less one byte: one each. */
+	memset(faults, 0xa5, sizeof(faults));
+	ASSERT_EQ(read(hfd, faults, REC + REC / 2), (ssize_t)REC);
+	/* Nothing is written past the record. */
+	memcpy(&byte, (char *)faults + REC, 1);
+	EXPECT_EQ((unsigned char)byte, 0xa5);
+	ASSERT_EQ(read(hfd, faults + 1, 2 * REC - 1), (ssize_t)REC);
+	ASSERT_EQ(read(hfd, faults + 2, 2 * REC), (ssize_t)REC);
+	EXPECT_EQ(faults[0].offset + faults[1].offset + faults[2].offset,
+		  (12 + 13 + 14) * PAGE);
+	populate_and_join(_metadata, self->fd, t, 12, 3);
+	close(hfd);
+}
+
+/* O_NONBLOCK: EAGAIN; poll() and epoll say when records are pending. */
+TEST_F(uf, read_nonblock_and_poll)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct gmemuf_fault faults[4];
+	struct pollfd pfd;
+	struct toucher t;
+	int hfd, ep;
+
+	hfd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(hfd, 0);
+	ASSERT_EQ(fcntl(hfd, F_SETFL, O_NONBLOCK), 0);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	ASSERT_GE(ep, 0);
+	ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, hfd, &ev), 0);
+
+	pfd = (struct pollfd){ .fd = hfd, .events = POLLIN | POLLOUT };
+	EXPECT_EQ(poll(&pfd, 1, 0), 0);
+	EXPECT_EQ(epoll_wait(ep, &ev, 1, 0), 0);
+	EXPECT_EQ(read_records(hfd, faults, sizeof(faults)), -EAGAIN);
+
+	/* A fault makes it readable, and wakes a poll() that sleeps. */
+	toucher_start(&t, self->mem + 20 * PAGE, false);
+	ASSERT_EQ(poll(&pfd, 1, 60000), 1);
+	EXPECT_EQ(pfd.revents, POLLIN);
+	ASSERT_EQ(epoll_wait(ep, &ev, 1, 60000), 1);
+	EXPECT_EQ(ev.events, EPOLLIN);
+	/* Polling takes nothing. */
+	ASSERT_EQ(poll(&pfd, 1, 0), 1);
+	ASSERT_EQ(read_records(hfd, faults, sizeof(faults)), 1);
+	EXPECT_EQ(faults[0].offset, 20 * PAGE);
+
+	/* Read: not readable any more, while the page is still missing. */
+	EXPECT_EQ(poll(&pfd, 1, 0), 0);
+	EXPECT_EQ(epoll_wait(ep, &ev, 1, 0), 0);
+	EXPECT_EQ(read_records(hfd, faults, sizeof(faults)), -EAGAIN);
+	ASSERT_EQ(populate(self->fd, 20, 20), PAGE);
+	toucher_join(&t);
+	EXPECT_TRUE(check(t.copy, PAGE, 20));
+	close(ep);
+	close(hfd);
+}
+
+/* A reader blocked in read() of a handler file. */
+struct reader {
+	pthread_t thread;
+	_Atomic pid_t tid;
+	int hfd;
+	int n;			/* records read, or -errno */
+	struct gmemuf_fault faults[16];
+};
+
+static void *reader_fn(void *arg)
+{
+	struct reader *r = arg;
+
+	r->tid = gettid();
+	r->n = read_records(r->hfd, r->faults, sizeof(r->faults));
+	return NULL;
+}
+
+static void reader_start(struct reader *r, int hfd)
+{
+	memset(r, 0, sizeof(*r));
+	r->hfd = hfd;
+	pthread_create(&r->thread, NULL, reader_fn, r);
+	while (!r->tid)
+		usleep(100);
+}
+
+static void on_sigusr1(int sig)
+{
+}
+
+/*
+ * A blocking read() sleeps until a fault; a signal ends the sleep with
+ * EINTR, or restarts it under SA_RESTART, and a fault then wakes it.
+ */
+TEST_F(uf, read_blocks_until_a_fault_and_signals_end_it)
+{
+	struct sigaction sa = { .sa_handler = on_sigusr1 };
+	struct reader r;
+	struct toucher t;
+	int hfd;
+
+	hfd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(hfd, 0);
+
+	/* Without SA_RESTART: EINTR. */
+	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+	reader_start(&r, hfd);
+	ASSERT_TRUE(wait_sleeping(r.tid));
+	ASSERT_EQ(pthread_kill(r.thread, SIGUSR1), 0);
+	pthread_join(r.thread, NULL);
+	EXPECT_EQ(r.n, -EINTR);
+
+	/* With it: the read goes on, and the next fault ends it. */
+	sa.sa_flags = SA_RESTART;
+	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+	reader_start(&r, hfd);
+	ASSERT_TRUE(wait_sleeping(r.tid));
+	ASSERT_EQ(pthread_kill(r.thread, SIGUSR1), 0);
+	ASSERT_TRUE(wait_sleeping(r.tid));
+	toucher_start(&t, self->mem + 21 * PAGE, false);
+	pthread_join(r.thread, NULL);
+	ASSERT_EQ(r.n, 1);
+	EXPECT_EQ(r.faults[0].offset, 21 * PAGE);
+	ASSERT_EQ(populate(self->fd, 21, 21), PAGE);
+	toucher_join(&t);
+	EXPECT_TRUE(check(t.copy, PAGE, 21));
+	signal(SIGUSR1, SIG_DFL);
+	close(hfd);
+}
+
+/*
+ * Records read and not populated are pending again when the handler file
+ * is closed, and wake a reader blocked on another handler file.
+ */
+TEST_F(uf, read_redelivery_after_close)
+{
+	struct gmemuf_fault faults[16];
+	struct toucher t[4];
+	struct reader r;
+	int h1, h2;
+
+	h1 = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(h1, 0);
+	h2 = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(h2, 0);
+	ASSERT_TRUE(touch_pages(t, self->mem, 30, 4));
+	ASSERT_EQ(read_records(h1, faults, sizeof(faults)), 4);
+
+	/* h2 sleeps: the records are h1's. */
+	reader_start(&r, h2);
+	ASSERT_TRUE(wait_sleeping(r.tid));
+	close(h1);
+	pthread_join(r.thread, NULL);
+	/* All four at once: the release requeues them under the queue lock. */
+	ASSERT_EQ(r.n, 4);
+	populate_and_join(_metadata, self->fd, t, 30, 4);
+	close(h2);
+}
+
+/*
+ * A process that read records is killed before it populates them: they go
+ * to the next handler, a fetch through io_uring, and no fault is lost.
+ */
+TEST_F(uf, read_redelivery_after_reader_killed)
+{
+	struct toucher t[4];
+	struct handler h;
+	int sv[2], status, got = 0, n, i;
+	__u64 seen = 0;
+	pid_t pid;
+
+	ASSERT_TRUE(touch_pages(t, self->mem, 34, 4));
+	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		struct gmemuf_fault faults[16];
+		int hfd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+
+		while (hfd >= 0 && got < 4) {
+			n = read_records(hfd, faults, sizeof(faults));
+			if (n <= 0)
+				_exit(2);
+			got += n;
+		}
+		if (hfd < 0 || write(sv[1], &got, 1) != 1)
+			_exit(3);
+		pause();
+		_exit(4);
+	}
+	ASSERT_EQ(read(sv[0], &n, 1), 1);
+	ASSERT_EQ(kill(pid, SIGKILL), 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	EXPECT_TRUE(WIFSIGNALED(status));
+	close(sv[0]);
+	close(sv[1]);
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	while (seen != 0xf) {
+		ASSERT_EQ(handler_fetch(&h, 16), 0);
+		n = handler_wait(&h, 60000);
+		ASSERT_GT(n, 0);
+		for (i = 0; i < n; i++)
+			seen |= 1ULL << (h.faults[i].offset / PAGE - 34);
+	}
+	EXPECT_EQ(seen, 0xf);
+	populate_and_join(_metadata, self->fd, t, 34, 4);
+	handler_close(&h);
+}
+
+/* A read into a buffer that cannot be written fails; the record is kept. */
+TEST_F(uf, read_buffer_fault_keeps_the_record)
+{
+	struct gmemuf_fault faults[4];
+	struct toucher t;
+	int hfd;
+
+	hfd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(hfd, 0);
+	ASSERT_TRUE(touch_pages(&t, self->mem, 38, 1));
+	EXPECT_EQ(read_records(hfd, unmapped_page(), 4 * REC), -EFAULT);
+	ASSERT_EQ(read_records(hfd, faults, sizeof(faults)), 1);
+	EXPECT_EQ(faults[0].offset, 38 * PAGE);
+	populate_and_join(_metadata, self->fd, &t, 38, 1);
+	close(hfd);
+}
+
+/*
+ * A handler of poll() and non-blocking read() serves a toucher of every
+ * page: exactly one record per page, and every page right.
+ */
+TEST_F(uf, read_and_poll_serve_every_page)
+{
+	struct gmemuf_fault faults[8];
+	char *range[3] = { self->mem, self->mem + SIZE, self->mem };
+	unsigned long records = 0;
+	struct pollfd pfd;
+	pthread_t toucher;
+	void *bad = NULL;
+	int hfd, n, i;
+
+	hfd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(hfd, 0);
+	ASSERT_EQ(fcntl(hfd, F_SETFL, O_NONBLOCK), 0);
+	pfd = (struct pollfd){ .fd = hfd, .events = POLLIN };
+	pthread_create(&toucher, NULL, touch_range, range);
+	while (records < NPAGES) {
+		ASSERT_EQ(poll(&pfd, 1, 60000), 1)
+			TH_LOG("after %lu records", records);
+		n = read_records(hfd, faults, sizeof(faults));
+		if (n == -EAGAIN)
+			continue;
+		ASSERT_GT(n, 0);
+		for (i = 0; i < n; i++) {
+			unsigned long page = faults[i].offset / PAGE;
+
+			ASSERT_EQ(populate(self->fd, page, page), PAGE);
+		}
+		records += n;
+	}
+	pthread_join(toucher, &bad);
+	EXPECT_EQ((unsigned long)bad, 0);
+	EXPECT_EQ(records, NPAGES);
+	EXPECT_EQ(count_missing(self->fd, 0, SIZE, NULL), 0);
+	EXPECT_EQ(read_records(hfd, faults, sizeof(faults)), -EAGAIN);
+	close(hfd);
 }
 
 #define TIB	(1ULL << 40)

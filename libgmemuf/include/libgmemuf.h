@@ -4,7 +4,8 @@
  *
  * A userfault guest_memfd starts with every page missing; an access to a
  * missing page waits, and is delivered to a handler as an io_uring
- * completion; the handler resolves it by populating the page. This library
+ * completion, or by read() from a handler file where io_uring is not
+ * there; the handler resolves it by populating the page. This library
  * wraps that UAPI (<libgmemuf/gmemuf.h>, a copy of the kernel's
  * <linux/gmemuf.h>) in four parts:
  *
@@ -12,7 +13,8 @@
  *   populate and zero-fill pages, attach a handler;
  * - bring-your-own-ring: inline helpers that prepare the fetch and populate
  *   SQEs in the caller's io_uring and decode their completions;
- * - a handler that owns its rings (struct gmemuf_handler);
+ * - a handler that owns its rings (struct gmemuf_handler), or goes without
+ *   io_uring where it is not there;
  * - prefetch: stream the pages still missing, in the caller's order.
  *
  * Conventions, for every function:
@@ -59,7 +61,7 @@ extern "C" {
 #endif
 
 #define LIBGMEMUF_VERSION_MAJOR	0
-#define LIBGMEMUF_VERSION_MINOR	2
+#define LIBGMEMUF_VERSION_MINOR	3
 
 /*
  * liburing 2.13 has io_uring_prep_uring_cmd(); 2.4 on say which they are
@@ -534,7 +536,12 @@ static inline int gmemuf_populate_result(const struct io_uring_cqe *cqe)
  * A handler that owns its rings.
  *
  * It has nr_queues queues, each a handler file and an io_uring of its own
- * with one fetch parked. Each queue is served by one thread (the caller's:
+ * with one fetch parked. Where io_uring cannot be used (io_uring_setup()
+ * fails with ENOSYS or EPERM: a kernel without it, kernel.io_uring_disabled,
+ * a seccomp filter), or with GMEMUF_HANDLER_READ, a queue has no ring: it
+ * reads faults from its handler file, and writes its populates with
+ * pwrite(); every call below behaves the same. Each queue is served by one
+ * thread (the caller's:
  * the library keeps none of its own), either with gmemuf_handler_run() and
  * a callback, or with a loop of gmemuf_handler_wait() that the caller
  * drives. Keep a queue on one thread: the kernel completes a fetch in the
@@ -558,9 +565,17 @@ struct gmemuf_handler_params {
 	uint32_t nr_queues;	/* 1 to 256 (0: 1) */
 	uint32_t queue_depth;	/* SQ entries of each ring, 4 to 4096 (0: 64) */
 	uint32_t batch;		/* records per fetch, 1 to GMEMUF_FETCH_MAX (0: 64) */
-	uint32_t flags;		/* 0 */
+	uint32_t flags;		/* GMEMUF_HANDLER_*, or 0 */
 	uint32_t reserved[4];	/* 0 */
 };
+
+/*
+ * In gmemuf_handler_params.flags: no rings, even where io_uring works.
+ * Faults are read() from the handler files and populates written with
+ * pwrite() (GMEMUF_FEATURE_READ), as when io_uring is not there. Since
+ * LIBGMEMUF 0.3 (an older library fails with -EINVAL).
+ */
+#define GMEMUF_HANDLER_READ	(1u << 0)
 
 /**
  * gmemuf_handler_create() - attach a handler with rings of its own
@@ -569,11 +584,17 @@ struct gmemuf_handler_params {
  * @params: NULL for the defaults, or the sizes (zeroes are defaults).
  * @handler: set to the new handler.
  *
+ * Without io_uring (io_uring_queue_init() fails with -ENOSYS or -EPERM),
+ * or with GMEMUF_HANDLER_READ, the queues have no rings: see above. Their
+ * handler files are then O_NONBLOCK.
+ *
  * Return: 0, or a negative errno: -EINVAL (@handler NULL, @params out of
- * range, or flags or reserved fields set), -EBADF, -EOPNOTSUPP, -ENOSPC
- * (too many handler files on @fd), -ENOMEM, -EMFILE, -EAGAIN (no thread
- * could be started to create the rings), or what io_uring_queue_init()
- * failed with. Nothing is left open on failure, and *@handler is NULL.
+ * range, unknown flags or reserved fields set), -EBADF, -EOPNOTSUPP (@fd
+ * is not a userfault guest_memfd, or the queues need read() and the kernel
+ * lacks GMEMUF_FEATURE_READ), -ENOSPC (too many handler files on @fd),
+ * -ENOMEM, -EMFILE, -EAGAIN (no thread could be started to create the
+ * rings), or what io_uring_queue_init() failed with otherwise. Nothing is
+ * left open on failure, and *@handler is NULL.
  *
  * Thread-safety: safe.
  */
@@ -610,6 +631,11 @@ void gmemuf_handler_destroy(struct gmemuf_handler *handler);
  * Submits the populates queued on @queue and the queue's fetch, in one
  * system call, then waits until the populates have completed and the fetch
  * has delivered faults, @timeout_ms has passed or the handler is stopped.
+ * Without a ring, it writes the queued populates with pwrite(), then reads
+ * the handler file, and polls it until faults come. With @timeout_ms 0 it
+ * takes what is there and does not wait for faults (it still waits for
+ * the populates it submitted to complete): the call of an event loop that
+ * polls gmemuf_handler_fd().
  * The data of the populates may be reused once it returns (but after an
  * error of the ring, which may leave some in flight: then once a later
  * wait on @queue returns otherwise, or gmemuf_handler_destroy() returns).
@@ -640,7 +666,9 @@ int gmemuf_handler_wait(struct gmemuf_handler *handler, unsigned int queue,
  *
  * The populate is submitted by the next gmemuf_handler_wait() (or now, if
  * the ring is full); gmemuf_handler_destroy() drops it if it was not
- * submitted. A page present already is not an error.
+ * submitted. A page present already is not an error. On a queue without a
+ * ring the same holds, with queue_depth populates queued at most: the
+ * next wait writes them, or this call does when the queue is full.
  *
  * Return: 0, or a negative errno: -EINVAL (@handler or @page NULL, @queue
  * out of range, @offset not aligned), -ENOMEM (no room to keep the fault
@@ -651,6 +679,35 @@ int gmemuf_handler_wait(struct gmemuf_handler *handler, unsigned int queue,
  */
 int gmemuf_handler_populate(struct gmemuf_handler *handler, unsigned int queue,
 			    uint64_t offset, const void *page);
+
+/**
+ * gmemuf_handler_fd() - a file descriptor to poll for a queue's faults
+ * @handler: the handler.
+ * @queue: which of its queues.
+ *
+ * For a VMM that serves a queue from its own event loop (poll(), epoll,
+ * ...) rather than blocking in gmemuf_handler_wait(). The descriptor is
+ * the queue's ring, or, for a queue without one, its handler file. It is
+ * readable (POLLIN) when gmemuf_handler_wait() with @timeout_ms 0 may
+ * have something to return: take it with that call, which also queues the
+ * next fetch. So call gmemuf_handler_wait(@handler, @queue, &faults, 0)
+ * once before the first poll, and again each time the descriptor is
+ * readable, until it returns 0. Readiness may be spurious (a populate
+ * completed, the handler was stopped, or another handler took the faults):
+ * the call then returns 0 or -ESHUTDOWN. Poll from the thread that serves
+ * the queue: a fetch completes in its context, and a poll() or
+ * epoll_wait() there may fail with EINTR when it does, to be retried, as
+ * for any signal.
+ *
+ * The descriptor is the handler's: do not read, write or close it. It is
+ * valid until gmemuf_handler_destroy().
+ *
+ * Return: the file descriptor, or -EINVAL (@handler NULL, @queue out of
+ * range).
+ *
+ * Thread-safety: safe.
+ */
+int gmemuf_handler_fd(struct gmemuf_handler *handler, unsigned int queue);
 
 /**
  * typedef gmemuf_fault_fn - what gmemuf_handler_run() calls with each batch
@@ -711,8 +768,8 @@ void gmemuf_handler_stop(struct gmemuf_handler *handler);
  *	the call; set by it to the bytes it filled. The struct only grows, at
  *	its end: an older library fills less, a newer one no more than @size.
  * @reserved: 0.
- * @fetches: fetches that delivered faults, one per batch.
- * @faults: fault records fetched from the kernel.
+ * @fetches: fetches (or reads) that delivered faults, one per batch.
+ * @faults: fault records fetched (or read) from the kernel.
  * @retries: faults handed out again by gmemuf_handler_wait() because their
  *	populate failed (not counted in @faults again).
  * @populates: populates of gmemuf_handler_populate() that completed: the

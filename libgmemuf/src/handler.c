@@ -5,6 +5,13 @@
  * with the next fetch, and a poll on the handler's stop eventfd so that
  * gmemuf_handler_stop() wakes every queue.
  *
+ * Where io_uring cannot be used (a kernel without it, or one where
+ * kernel.io_uring_disabled or a seccomp filter refuses it), or with
+ * GMEMUF_HANDLER_READ, the same queues work without rings: faults are read()
+ * from the handler file, which is O_NONBLOCK, after a poll() on it and on
+ * the stop eventfd; populates are queued in the same way and written with
+ * pwrite() by the next wait.
+ *
  * The rings are created on a thread of the library's own, which exits
  * before gmemuf_handler_create() returns, and destroyed without submitting
  * anything: the kernel tears an io_uring down with task work (TWA_SIGNAL)
@@ -13,6 +20,7 @@
  * with EINTR. Only the threads that serve the queues ever submit.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -38,10 +46,17 @@
 #define MAX_HANDLER_FILES	256	/* the kernel's limit per guest_memfd */
 #define MAX_QUEUE_DEPTH		4096
 
+/* A populate queued on a queue without a ring, done by the next wait. */
+struct queued_populate {
+	uint64_t offset;
+	const void *page;
+};
+
 struct queue {
 	int hfd;			/* the handler file, or -1 */
 	bool ring_ready;		/* ring was initialised */
 	struct io_uring ring;
+	struct queued_populate *queued;	/* without a ring: inflight of them */
 	bool fetch_armed;		/* a fetch is queued or parked */
 	bool stop_armed;		/* the poll on stop_fd is queued or parked */
 	unsigned int inflight;		/* populates queued or running */
@@ -67,6 +82,7 @@ struct gmemuf_handler {
 	int fd;				/* the guest_memfd, not ours */
 	int stop_fd;			/* an eventfd, written once by stop */
 	atomic_bool stopped;
+	bool use_read;			/* read() and pwrite(), no rings */
 	unsigned int nr_queues;
 	unsigned int depth;		/* also the most populates in flight */
 	unsigned int batch;
@@ -89,7 +105,7 @@ static int check_params(const struct gmemuf_handler_params *p,
 		out->batch = 64;
 	if (out->nr_queues > MAX_HANDLER_FILES || out->queue_depth < 4 ||
 	    out->queue_depth > MAX_QUEUE_DEPTH ||
-	    out->batch > GMEMUF_FETCH_MAX || out->flags)
+	    out->batch > GMEMUF_FETCH_MAX || (out->flags & ~GMEMUF_HANDLER_READ))
 		return -EINVAL;
 	for (i = 0; i < sizeof(out->reserved) / sizeof(out->reserved[0]); i++)
 		if (out->reserved[i])
@@ -143,6 +159,7 @@ static void queue_free(struct gmemuf_handler *h, struct queue *q)
 		io_uring_queue_exit(&q->ring);
 	if (q->hfd >= 0)
 		close(q->hfd);
+	free(q->queued);
 	free(q->fetched);
 	free(q->out);
 	free(q->retry);
@@ -161,7 +178,8 @@ static int queue_new(struct gmemuf_handler *h, struct queue **qp)
 	q->retry_cap = h->depth;
 	q->out = calloc(h->batch + q->retry_cap, sizeof(*q->out));
 	q->retry = calloc(q->retry_cap, sizeof(*q->retry));
-	if (!q->fetched || !q->out || !q->retry)
+	q->queued = calloc(h->depth, sizeof(*q->queued));
+	if (!q->fetched || !q->out || !q->retry || !q->queued)
 		return -ENOMEM;
 	q->hfd = gmemuf_handler_open(h->fd);
 	return q->hfd < 0 ? q->hfd : 0;
@@ -187,6 +205,13 @@ static void *make_rings(void *arg)
 		if (m->ret)
 			break;
 		q->ring_ready = true;
+	}
+	/* No io_uring here: undo, for the queues to go without rings. */
+	if (m->ret == -ENOSYS || m->ret == -EPERM) {
+		while (i--) {
+			io_uring_queue_exit(&h->q[i]->ring);
+			h->q[i]->ring_ready = false;
+		}
 	}
 	return NULL;
 }
@@ -230,6 +255,38 @@ void gmemuf_handler_destroy(struct gmemuf_handler *h)
 	free(h);
 }
 
+static void read_faults_done(struct queue *q, ssize_t n);
+
+/*
+ * The queues go without rings: their handler files are made non-blocking,
+ * and the first is read once, which a kernel without read() on handler
+ * files refuses with EINVAL. Faults that read takes are the queue's, for
+ * its first wait.
+ */
+static int use_read(struct gmemuf_handler *h)
+{
+	struct queue *q;
+	unsigned int i;
+	ssize_t n;
+	int fl;
+
+	h->use_read = true;
+	for (i = 0; i < h->nr_queues; i++) {
+		q = h->q[i];
+		fl = fcntl(q->hfd, F_GETFL);
+		if (fl < 0 || fcntl(q->hfd, F_SETFL, fl | O_NONBLOCK) < 0)
+			return -errno;
+	}
+	q = h->q[0];
+	n = read(q->hfd, q->fetched, h->batch * sizeof(*q->fetched));
+	if (n < 0 && errno == EINVAL)
+		return -EOPNOTSUPP;
+	if (n < 0 && errno != EAGAIN)
+		return -errno;
+	read_faults_done(q, n);
+	return 0;
+}
+
 int gmemuf_handler_create(int fd, const struct gmemuf_handler_params *params,
 			  struct gmemuf_handler **handler)
 {
@@ -261,7 +318,14 @@ int gmemuf_handler_create(int fd, const struct gmemuf_handler_params *params,
 		if (ret)
 			goto fail;
 	}
-	ret = create_rings(h);
+	if (p.flags & GMEMUF_HANDLER_READ) {
+		ret = use_read(h);
+	} else {
+		ret = create_rings(h);
+		/* No io_uring for this process (see the top): go without. */
+		if (ret == -ENOSYS || ret == -EPERM)
+			ret = use_read(h);
+	}
 	if (ret)
 		goto fail;
 	*handler = h;
@@ -298,6 +362,30 @@ static void count(_Atomic uint64_t *counter, uint64_t n)
 				memory_order_relaxed) + n, memory_order_relaxed);
 }
 
+/* Take in the result of the populate of the page at @offset. */
+static void populate_done(struct queue *q, uint64_t offset, int res)
+{
+	if (res == (int)GMEMUF_PAGE_SIZE) {
+		count(&q->count.populated, 1);
+		return;
+	}
+	if (res == -EEXIST) {
+		count(&q->count.present, 1);
+		return;
+	}
+	count(&q->count.populate_errors, 1);
+	/*
+	 * Still missing, and its fault is this handler's: say it again.
+	 * gmemuf_handler_populate() made room for it. Not for EINVAL, an
+	 * offset past the end of the file: no fault is behind that, and
+	 * saying it again would loop for ever.
+	 */
+	if (res != -EINVAL)
+		q->retry[q->nr_retry++] = offset;
+	if (!q->error)
+		q->error = res < 0 ? res : -EIO;
+}
+
 /* Take in a completion. */
 static void complete(struct gmemuf_handler *h, struct queue *q,
 		     const struct io_uring_cqe *cqe)
@@ -308,25 +396,7 @@ static void complete(struct gmemuf_handler *h, struct queue *q,
 	switch (data & TAG_MASK) {
 	case TAG_POPULATE:
 		q->inflight--;
-		if (res == (int)GMEMUF_PAGE_SIZE) {
-			count(&q->count.populated, 1);
-			break;
-		}
-		if (res == -EEXIST) {
-			count(&q->count.present, 1);
-			break;
-		}
-		count(&q->count.populate_errors, 1);
-		/*
-		 * Still missing, and its fault is this handler's: say it again.
-		 * gmemuf_handler_populate() made room for it. Not for EINVAL,
-		 * an offset past the end of the file: no fault is behind that,
-		 * and saying it again would loop for ever.
-		 */
-		if (res != -EINVAL)
-			q->retry[q->nr_retry++] = data & ~TAG_MASK;
-		if (!q->error)
-			q->error = res < 0 ? res : -EIO;
+		populate_done(q, data & ~TAG_MASK, res);
 		break;
 	case TAG_FETCH:
 		q->fetch_armed = false;
@@ -449,6 +519,85 @@ static struct __kernel_timespec time_left(const struct timespec *deadline)
 	return left;
 }
 
+/* Without a ring: write the queued populates, in order. */
+static void flush_populates(struct gmemuf_handler *h, struct queue *q)
+{
+	const struct queued_populate *qp;
+	unsigned int i;
+	ssize_t n;
+
+	for (i = 0; i < q->inflight; i++) {
+		qp = &q->queued[i];
+		n = pwrite(h->fd, qp->page, GMEMUF_PAGE_SIZE, (off_t)qp->offset);
+		populate_done(q, qp->offset, n < 0 ? -errno : (int)n);
+	}
+	q->inflight = 0;
+}
+
+/* Take in what a read() of the handler file gave: @n bytes, or -1. */
+static void read_faults_done(struct queue *q, ssize_t n)
+{
+	if (n <= 0)
+		return;
+	q->ready = (unsigned int)(n / sizeof(*q->fetched));
+	count(&q->count.fetches, 1);
+	count(&q->count.faults, q->ready);
+}
+
+/* The milliseconds left until @deadline, for poll(). */
+static int ms_left(const struct timespec *deadline)
+{
+	struct __kernel_timespec left = time_left(deadline);
+
+	/* Rounded up: poll() would wake early, and busy-loop. */
+	return (int)(left.tv_sec * 1000 + (left.tv_nsec + 999999) / 1000000);
+}
+
+/* gmemuf_handler_wait() on a queue without a ring. */
+static int wait_read(struct gmemuf_handler *h, struct queue *q,
+		     const struct gmemuf_fault **faults, int timeout_ms)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = q->hfd, .events = POLLIN },
+		{ .fd = h->stop_fd, .events = POLLIN },
+	};
+	struct timespec deadline;
+	bool timed_out = false;
+	ssize_t n;
+	int ret;
+
+	flush_populates(h, q);
+	if (timeout_ms >= 0)
+		deadline = deadline_after(timeout_ms);
+	for (;;) {
+		if (q->error) {
+			ret = q->error;
+			q->error = 0;
+			return ret;
+		}
+		if (q->ready || q->nr_retry)
+			return deliver(q, faults);
+		if (atomic_load(&h->stopped))
+			return -ESHUTDOWN;
+		n = read(q->hfd, q->fetched, h->batch * sizeof(*q->fetched));
+		if (n > 0) {
+			read_faults_done(q, n);
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			count(&q->count.fetch_errors, 1);
+			return -errno;
+		}
+		if (timed_out)
+			return 0;
+		ret = poll(pfd, 2, timeout_ms < 0 ? -1 : ms_left(&deadline));
+		if (ret == 0)
+			timed_out = true;
+		else if (ret < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
 int gmemuf_handler_wait(struct gmemuf_handler *h, unsigned int queue,
 			const struct gmemuf_fault **faults, int timeout_ms)
 {
@@ -463,6 +612,8 @@ int gmemuf_handler_wait(struct gmemuf_handler *h, unsigned int queue,
 		return -EINVAL;
 	q = h->q[queue];
 	*faults = NULL;
+	if (h->use_read)
+		return wait_read(h, q, faults, timeout_ms);
 	if (timeout_ms >= 0)
 		deadline = deadline_after(timeout_ms);
 	for (;;) {
@@ -533,6 +684,18 @@ int gmemuf_handler_populate(struct gmemuf_handler *h, unsigned int queue,
 	if (!h || queue >= h->nr_queues || !page_aligned(offset) || !page)
 		return -EINVAL;
 	q = h->q[queue];
+	if (h->use_read) {
+		/* As a full ring would submit them. */
+		if (q->inflight >= h->depth)
+			flush_populates(h, q);
+		ret = reserve_retry(h, q);
+		if (ret)
+			return ret;
+		q->queued[q->inflight].offset = offset;
+		q->queued[q->inflight].page = page;
+		q->inflight++;
+		return 0;
+	}
 	/* Bounded, so that every completion fits in the CQ. */
 	while (q->inflight >= h->depth) {
 		ret = io_uring_submit_and_wait(&q->ring, 1);
@@ -550,6 +713,13 @@ int gmemuf_handler_populate(struct gmemuf_handler *h, unsigned int queue,
 	io_uring_sqe_set_data64(sqe, offset | TAG_POPULATE);
 	q->inflight++;
 	return 0;
+}
+
+int gmemuf_handler_fd(struct gmemuf_handler *h, unsigned int queue)
+{
+	if (!h || queue >= h->nr_queues)
+		return -EINVAL;
+	return h->use_read ? h->q[queue]->hfd : h->q[queue]->ring.ring_fd;
 }
 
 int gmemuf_handler_run(struct gmemuf_handler *h, unsigned int queue,

@@ -56,10 +56,12 @@ gmemuf_handler_wait gmemuf_populate gmemuf_populate_batch
 gmemuf_populate_range gmemuf_prefetch gmemuf_probe gmemuf_read_bitmap
 gmemuf_strerror gmemuf_wake gmemuf_zero"
 v02="gmemuf_handler_stats"
+v03="gmemuf_handler_fd"
 for n in $v01; do echo "$n@@LIBGMEMUF_0.1"; done >"$tmp/released"
 for n in $v02; do echo "$n@@LIBGMEMUF_0.2"; done >>"$tmp/released"
+for n in $v03; do echo "$n@@LIBGMEMUF_0.3"; done >>"$tmp/released"
 sort -o "$tmp/released" "$tmp/released"
-[ "$(wc -l <"$tmp/released")" = 21 ] || fail "abi.sh: the released list is not 20 + 1"
+[ "$(wc -l <"$tmp/released")" = 22 ] || fail "abi.sh: the released list is not 20 + 1 + 1"
 comm -23 "$tmp/released" "$tmp/exported" >"$tmp/lost"
 [ ! -s "$tmp/lost" ] || fail "released symbols gone or moved: $(cat "$tmp/lost")"
 major=$(sed -n 's/^#define LIBGMEMUF_VERSION_MAJOR[[:space:]]*//p' \

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -69,6 +70,38 @@ static int count_fds(void)
 	if (d)
 		closedir(d);
 	return n;
+}
+
+/*
+ * Whether this process may use io_uring (kernel.io_uring_disabled, seccomp):
+ * the library's handlers go without rings when it may not.
+ */
+static bool io_uring_usable(void)
+{
+	struct io_uring ring;
+	int ret = io_uring_queue_init(2, &ring, 0);
+
+	if (!ret)
+		io_uring_queue_exit(&ring);
+	return ret == 0;
+}
+
+/* What gmemuf_handler_fd() of queue 0 is: "[io_uring]", "[gmemuf-handler]". */
+static const char *handler_fd_kind(struct gmemuf_handler *h)
+{
+	static __thread char link[64];
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", gmemuf_handler_fd(h, 0));
+	n = readlink(path, link, sizeof(link) - 1);
+	link[n > 0 ? n : 0] = 0;
+	return link;
+}
+
+static bool handler_uses_rings(struct gmemuf_handler *h)
+{
+	return !strcmp(handler_fd_kind(h), "anon_inode:[io_uring]");
 }
 
 /* A page that cannot be read: a populate from it fails with EFAULT. */
@@ -213,7 +246,8 @@ TEST_F(lib, probe_reports_features)
 	/* Everything: the VM runs x86. */
 	const uint64_t all = GMEMUF_FEATURE_MMAP_FAULT |
 		GMEMUF_FEATURE_POPULATE | GMEMUF_FEATURE_URING_FETCH |
-		GMEMUF_FEATURE_VCPU_WAIT | GMEMUF_FEATURE_VCPU_EXIT;
+		GMEMUF_FEATURE_VCPU_WAIT | GMEMUF_FEATURE_VCPU_EXIT |
+		GMEMUF_FEATURE_READ;
 	uint64_t features = 0;
 
 	ASSERT_EQ(gmemuf_probe(self->vm, &features), 1);
@@ -553,7 +587,7 @@ TEST_F_TIMEOUT(lib, handler_params_and_no_leaks, HEAVY_TIMEOUT)
 	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -EINVAL);
 	p = (struct gmemuf_handler_params){ .queue_depth = 2 };
 	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -EINVAL);
-	p = (struct gmemuf_handler_params){ .flags = 1 };
+	p = (struct gmemuf_handler_params){ .flags = GMEMUF_HANDLER_READ << 1 };
 	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -EINVAL);
 	p = (struct gmemuf_handler_params){ .reserved[3] = 1 };
 	EXPECT_EQ(gmemuf_handler_create(self->fd, &p, &h), -EINVAL);
@@ -604,6 +638,8 @@ TEST_F_TIMEOUT(lib, handler_create_undoes_every_step, HEAVY_TIMEOUT)
 	struct gmemuf_handler *h;
 	struct rlimit old, lim;
 	int nfds, top, extra, ret, failed = 0, made = 0, gaps[64], nr_gaps;
+	/* The eventfd, two handler files, and two rings if io_uring works. */
+	int nr_steps = io_uring_usable() ? 5 : 3;
 
 	ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
 	top = highest_fd();
@@ -619,8 +655,7 @@ TEST_F_TIMEOUT(lib, handler_create_undoes_every_step, HEAVY_TIMEOUT)
 	}
 	ASSERT_LT(nr_gaps, 64);
 	nfds = count_fds();
-	/* The eventfd, two handler files and two rings: 5 descriptors. */
-	for (extra = 0; extra <= 5; extra++) {
+	for (extra = 0; extra <= nr_steps; extra++) {
 		lim = old;
 		lim.rlim_cur = top + 1 + extra;
 		ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
@@ -637,7 +672,7 @@ TEST_F_TIMEOUT(lib, handler_create_undoes_every_step, HEAVY_TIMEOUT)
 		}
 		EXPECT_EQ(count_fds(), nfds) TH_LOG("extra %d", extra);
 	}
-	EXPECT_EQ(failed, 5);
+	EXPECT_EQ(failed, nr_steps);
 	EXPECT_EQ(made, 1);
 	while (nr_gaps--)
 		close(gaps[nr_gaps]);
@@ -958,7 +993,8 @@ TEST_F(lib, handler_queue_moves_to_another_thread)
 	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -ESHUTDOWN);
 	st.size = sizeof(st);
 	ASSERT_EQ(gmemuf_handler_stats(h, &st), 0);
-	EXPECT_EQ(st.fetches_cancelled, 1);
+	/* Without a ring there is no fetch to cancel. */
+	EXPECT_EQ(st.fetches_cancelled, handler_uses_rings(h) ? 1 : 0);
 	EXPECT_EQ(st.fetches, 1);
 	EXPECT_EQ(st.faults, 1);
 	EXPECT_EQ(st.fetch_errors, 0);
@@ -1356,6 +1392,180 @@ static void submit_one(struct io_uring *ring, struct io_uring_cqe *c)
 	}
 }
 
+static void *wait_forever(void *arg)
+{
+	struct runner *r = arg;
+	const struct gmemuf_fault *faults;
+
+	r->ret = gmemuf_handler_wait(r->h, r->queue, &faults, -1);
+	return NULL;
+}
+
+/*
+ * GMEMUF_HANDLER_READ: no ring, even where io_uring works. The queue's
+ * descriptor is its handler file, non-blocking; waits, populates, retries
+ * and stop behave as with a ring.
+ */
+TEST_F(lib, handler_without_rings)
+{
+	struct gmemuf_handler_params p = { .flags = GMEMUF_HANDLER_READ };
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler_stats st;
+	char page[GMEMUF_PAGE_SIZE];
+	struct gmemuf_handler *h;
+	struct timespec t0;
+	struct toucher t;
+	struct runner r;
+	int fd;
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+	EXPECT_STREQ(handler_fd_kind(h), "anon_inode:[gmemuf-handler]");
+	fd = gmemuf_handler_fd(h, 0);
+	EXPECT_TRUE(fcntl(fd, F_GETFL) & O_NONBLOCK);
+	EXPECT_EQ(gmemuf_handler_fd(h, 1), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_fd(NULL, 0), -EINVAL);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 100), 0);
+	EXPECT_GE(elapsed_ms(&t0), 90);
+
+	touch_start(&t, self->mem + 11 * PAGE);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, 11 * PAGE);
+	EXPECT_EQ(faults[0].flags, GMEMUF_FAULT_MMAP_USER | GMEMUF_FAULT_READ);
+
+	/* Queued, not written, until the next wait; then a failure is said. */
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, 11 * PAGE, unreadable_page()),
+		  0);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 11 * PAGE, PAGE), 1);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), -EFAULT);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, 11 * PAGE);
+	fill(page, 11 * PAGE, 1);
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, 11 * PAGE, page), 0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 100), 0);
+	EXPECT_EQ(gmemuf_count_missing(self->fd, 11 * PAGE, PAGE), 0);
+	pthread_join(t.thread, NULL);
+	EXPECT_TRUE(holds(t.copy, 11 * PAGE, 1));
+
+	st = stats_of(h);
+	EXPECT_EQ(st.fetches, 1);
+	EXPECT_EQ(st.faults, 1);
+	EXPECT_EQ(st.retries, 1);
+	EXPECT_EQ(st.populated, 1);
+	EXPECT_EQ(st.populate_errors, 1);
+
+	/* Stop wakes a wait that sleeps in poll(). */
+	r = (struct runner){ .h = h, .queue = 0 };
+	pthread_create(&r.thread, NULL, wait_forever, &r);
+	usleep(100 * 1000);
+	gmemuf_handler_stop(h);
+	pthread_join(r.thread, NULL);
+	EXPECT_EQ(r.ret, -ESHUTDOWN);
+	gmemuf_handler_destroy(h);
+}
+
+/*
+ * gmemuf_handler_fd() in an event loop, with rings and without: poll it,
+ * take with a wait of timeout 0, populate, and every fault is served.
+ */
+TEST_F(lib, handler_fd_in_an_event_loop)
+{
+	static const uint32_t modes[2] = { 0, GMEMUF_HANDLER_READ };
+	static char pages[8][GMEMUF_PAGE_SIZE];
+	const struct gmemuf_fault *faults;
+	struct gmemuf_handler *h;
+	struct toucher t[8];
+	struct pollfd pfd;
+	unsigned int m, got, polls;
+	int i, n;
+
+	for (m = 0; m < 2; m++) {
+		struct gmemuf_handler_params p = { .flags = modes[m] };
+		uint64_t first = 100 + m * 8;
+
+		ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+		if (!modes[m] && io_uring_usable())
+			EXPECT_TRUE(handler_uses_rings(h));
+		pfd = (struct pollfd){ .fd = gmemuf_handler_fd(h, 0),
+				       .events = POLLIN };
+		ASSERT_GE(pfd.fd, 0);
+		/* Arms the fetch; nothing to take yet. */
+		ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 0);
+		EXPECT_EQ(poll(&pfd, 1, 0), 0);
+		for (i = 0; i < 8; i++)
+			touch_start(&t[i], self->mem + (first + i) * PAGE);
+		got = polls = 0;
+		while (got < 8) {
+			ASSERT_LT(polls++, 1000) TH_LOG("mode %u: %u faults", m, got);
+			n = poll(&pfd, 1, 10000);
+			if (n < 0 && errno == EINTR)
+				continue;
+			ASSERT_EQ(n, 1) TH_LOG("mode %u: %u faults", m, got);
+			/* Take all there is: until it returns 0. */
+			while ((n = gmemuf_handler_wait(h, 0, &faults, 0)) > 0) {
+				for (i = 0; i < n; i++) {
+					uint64_t off = faults[i].offset;
+
+					ASSERT_TRUE(off >= first * PAGE &&
+						    off < (first + 8) * PAGE);
+					fill(pages[off / PAGE - first], off, 1);
+					ASSERT_EQ(gmemuf_handler_populate(h, 0,
+						off, pages[off / PAGE - first]), 0);
+				}
+				got += n;
+			}
+			ASSERT_EQ(n, 0);
+		}
+		EXPECT_EQ(got, 8);
+		for (i = 0; i < 8; i++) {
+			pthread_join(t[i].thread, NULL);
+			EXPECT_TRUE(holds(t[i].copy, (first + i) * PAGE, 1));
+		}
+		EXPECT_EQ(gmemuf_count_missing(self->fd, first * PAGE, 8 * PAGE),
+			  0);
+		gmemuf_handler_destroy(h);
+	}
+}
+
+/*
+ * With kernel.io_uring_disabled=2 (run.list's libgmemuf_test_no_io_uring
+ * sets it), a handler created without flags goes without rings by itself,
+ * and serves faults. Skipped where io_uring is allowed.
+ */
+TEST_F(lib, handler_falls_back_when_io_uring_is_disabled)
+{
+	const struct gmemuf_fault *faults;
+	char page[GMEMUF_PAGE_SIZE];
+	struct gmemuf_handler *h;
+	struct io_uring ring;
+	struct toucher t;
+	char disabled = '0';
+	int fd;
+
+	fd = open("/proc/sys/kernel/io_uring_disabled", O_RDONLY);
+	if (fd >= 0) {
+		if (read(fd, &disabled, 1) != 1)
+			disabled = '0';
+		close(fd);
+	}
+	if (disabled != '2')
+		SKIP(return, "kernel.io_uring_disabled is not 2");
+	ASSERT_EQ(io_uring_queue_init(2, &ring, 0), -EPERM);
+
+	ASSERT_EQ(gmemuf_handler_create(self->fd, NULL, &h), 0);
+	EXPECT_STREQ(handler_fd_kind(h), "anon_inode:[gmemuf-handler]");
+	touch_start(&t, self->mem + 12 * PAGE);
+	ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+	EXPECT_EQ(faults[0].offset, 12 * PAGE);
+	fill(page, 12 * PAGE, 1);
+	ASSERT_EQ(gmemuf_handler_populate(h, 0, 12 * PAGE, page), 0);
+	EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 100), 0);
+	pthread_join(t.thread, NULL);
+	EXPECT_TRUE(holds(t.copy, 12 * PAGE, 1));
+	gmemuf_handler_destroy(h);
+}
+
 /* A VMM's own ring: prep, submit, decode; no library state. */
 TEST_F(lib, bring_your_own_ring)
 {
@@ -1368,6 +1578,8 @@ TEST_F(lib, bring_your_own_ring)
 	struct io_uring ring;
 	int hfd, i, n;
 
+	if (!io_uring_usable())
+		SKIP(return, "io_uring is disabled for this process");
 	hfd = gmemuf_handler_open(self->fd);
 	ASSERT_GE(hfd, 0);
 	ASSERT_EQ(io_uring_queue_init(16, &ring, 0), 0);

@@ -40,6 +40,7 @@
 #define GMEMUF_FEATURE_URING_FETCH	_BITULL(2) /* GMEMUF_CMD_FETCH */
 #define GMEMUF_FEATURE_VCPU_WAIT	_BITULL(3) /* vCPU faults wait */
 #define GMEMUF_FEATURE_VCPU_EXIT	_BITULL(4) /* GUEST_MEMFD_FLAG_USERFAULT_EXIT */
+#define GMEMUF_FEATURE_READ		_BITULL(5) /* read(), poll() on handlers */
 
 /*
  * A range of a userfault guest_memfd, for GMEMUF_IOC_ARM, _DISARM, _ZERO
@@ -104,13 +105,28 @@ struct gmemuf_bitmap {
 #define GMEMUF_IOC_GET_BITMAP	_IOWR(GMEMUF_IOC_TYPE, 0xf4, struct gmemuf_bitmap)
 /*
  * Attach a handler: returns a new file descriptor (close-on-exec), the
- * handler file, on which the handler fetches faults with GMEMUF_CMD_FETCH.
- * The argument must be 0. Faults delivered to a handler and not resolved
- * when its handler file is released are delivered again to other handlers.
+ * handler file, from which the handler takes faults with read() or
+ * GMEMUF_CMD_FETCH. The argument must be 0. Faults delivered to a handler
+ * and not resolved when its handler file is released are delivered again
+ * to other handlers.
+ *
+ * read() on a handler file returns whole struct gmemuf_fault records: as
+ * many pending ones as fit in the buffer, at most GMEMUF_FETCH_MAX, and at
+ * least 1. It fails with EINVAL for a buffer smaller than one record, and
+ * with EAGAIN, if the file is O_NONBLOCK, when none is pending; otherwise
+ * it sleeps until one is (a signal ends the sleep). poll() reports the
+ * file readable (EPOLLIN) while records are pending.
  */
 #define GMEMUF_IOC_HANDLER	_IO(GMEMUF_IOC_TYPE, 0xf5)
 
-/* A fault, as a handler fetches it. */
+/*
+ * A fault, as a handler reads or fetches it: 16 bytes, for every handler
+ * file attached with GMEMUF_IOC_HANDLER's argument 0. It grows only by
+ * opt-in: a bigger record, this one followed by new fields, will go to the
+ * handler files that ask for it in that argument (which must be 0 today),
+ * under a new GMEMUF_FEATURE_* bit. @flags may gain bits: ignore those you
+ * do not know. @reserved is 0 for handler files attached with 0.
+ */
 struct gmemuf_fault {
 	__u64 offset;	/* of the missing page in the file */
 	__u32 flags;	/* GMEMUF_FAULT_* */
@@ -133,7 +149,9 @@ struct gmemuf_fault {
  * this in the SQE's cmd area. The command is parked in the kernel until
  * there are faults, then completes with the number of struct gmemuf_fault
  * it wrote at @addr (at most @nr, at least 1), or -ECANCELED when the ring
- * or its task goes away, or a negative errno.
+ * or its task goes away, or a negative errno. The SQE's ioprio, addr, len,
+ * buf_index, file_index and uring_cmd_flags, and in a 128-byte SQE the rest
+ * of the cmd area, must be 0 (EINVAL).
  */
 struct gmemuf_fetch {
 	__u64 addr;	/* struct gmemuf_fault[@nr] */
