@@ -17,6 +17,10 @@
  *   memcheck: BAD gen <g> page <p> word <i> is <hex> want <hex>
  *   memcheck: gen <g> BAD <n> words
  *
+ * With MEMCHECK_PHYS=<address> (--phys <address>), the buffer is that
+ * physical memory, mapped from /dev/mem: memory the kernel was told to
+ * leave alone (memmap=<size>$<address>), which the VMM may make private.
+ *
  * Run across a migration, a page that arrived stale, or not at all,
  * shows up in the first generation the destination checks. The sum is of
  * every word checked, so that the same generation gives the same sum on
@@ -66,17 +70,37 @@ int main(int argc, char **argv)
 {
 	size_t mb = 128, pages, p, i;
 	uint64_t *buf, gen, sum, bad;
+	const char *phys = NULL;
+	int a;
 
 	if (getpid() == 1) {
 		init_console();
 		if (getenv("MEMCHECK_MB"))
 			mb = strtoul(getenv("MEMCHECK_MB"), NULL, 0);
+		phys = getenv("MEMCHECK_PHYS");
 	}
-	if (argc > 2 && !strcmp(argv[1], "--mb"))
-		mb = strtoul(argv[2], NULL, 0);
+	for (a = 1; a + 1 < argc; a += 2) {
+		if (!strcmp(argv[a], "--mb"))
+			mb = strtoul(argv[a + 1], NULL, 0);
+		else if (!strcmp(argv[a], "--phys"))
+			phys = argv[a + 1];
+	}
 	pages = mb << 8;
-	buf = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (phys) {
+		int fd = open("/dev/mem", O_RDWR);
+
+		if (fd < 0) {
+			perror("memcheck: /dev/mem");
+			return 1;
+		}
+		buf = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE,
+			   MAP_SHARED, fd, strtoull(phys, NULL, 0));
+		printf("memcheck: %zu MiB of physical memory at %s\n", mb,
+		       phys);
+	} else {
+		buf = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	}
 	if (buf == MAP_FAILED) {
 		perror("memcheck: mmap");
 		return 1;

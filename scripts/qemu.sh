@@ -262,12 +262,16 @@ prepare_tree() {
 # contents did not change keep their timestamps, so that QEMU is not
 # relinked for nothing.
 install_libgmemuf() {
-	local stage="$cache/libgmemuf-stage"
+	local stage="$cache/libgmemuf-stage" kerneldoc=${KERNELDOC:-}
 	rm -rf "$stage"
 	mkdir -p "$cache/libgmemuf-build"
+	# install writes the man pages too, with the kernel's kernel-doc
+	if [ -z "$kerneldoc" ]; then
+		kerneldoc=$("$top/scripts/kernel.sh" pristine | cut -d' ' -f2)/scripts/kernel-doc
+	fi
 	make --no-print-directory -C "$top" -f libgmemuf/Makefile \
 		O="$cache/libgmemuf-build" PREFIX="$cache/libgmemuf" \
-		DESTDIR="$stage" install >"$cache/libgmemuf-build/install.log" 2>&1 ||
+		KERNELDOC="$kerneldoc" DESTDIR="$stage" install >"$cache/libgmemuf-build/install.log" 2>&1 ||
 		{ tail -20 "$cache/libgmemuf-build/install.log" >&2; die "libgmemuf did not build"; }
 	mkdir -p "$cache/libgmemuf"
 	rsync -rlc --delete "$stage$cache/libgmemuf/" "$cache/libgmemuf/"
