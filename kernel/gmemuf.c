@@ -184,7 +184,8 @@ static int gmemuf_wake_vcpu(struct wait_queue_entry *wq_entry,
 
 /*
  * Sleep until page @index is populated or disarmed, its range is woken, or a
- * signal is pending: once, for the caller to retry the fault in any case.
+ * signal is pending: once. The caller maps the page if it is there, and
+ * retries the fault otherwise.
  *
  * Not under kvm->srcu: memslot updates wait for its readers, and this waits
  * for as long as userspace takes to fetch the page. But the vCPU is queued
@@ -216,11 +217,11 @@ static void gmemuf_wait_vcpu(struct kvm_vcpu *vcpu, struct gmemuf *uf,
  * A vCPU, or KVM on its behalf (KVM_PRE_FAULT_MEMORY), faulted at @gfn on
  * page @index of @file, a userfault guest_memfd, and kvm_gmem_get_pfn() found
  * it missing. Post the fault; then, in exit mode, return -EFAULT for a
- * memory-fault exit, or else wait for the page and return 0 for the fault to
- * be retried. A pending signal ends the wait at once; the retried fault
- * leaves KVM_RUN with EINTR before entering the guest, and posts nothing
- * new: the record is still out. Called with the vCPU's SRCU lock held; the
- * caller holds @file.
+ * memory-fault exit, or else wait for the page and return 0, for the caller
+ * to map the page if it is present then, and to retry the fault if not. A
+ * pending signal ends the wait at once; the retried fault leaves KVM_RUN with
+ * EINTR before entering the guest, and posts nothing new: the record is
+ * still out. Called with the vCPU's SRCU lock held; the caller holds @file.
  */
 int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 		      gfn_t gfn, u32 flags, unsigned long mmu_seq)
