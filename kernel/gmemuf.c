@@ -307,11 +307,13 @@ vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 /*
  * Populate the missing page @index, from @from or with zeroes if @from is
  * NULL. Returns 0, -EEXIST if the page is present, -EFAULT if @from could not
- * be read, or another error from allocating the folio. Called with the
- * mapping's invalidate_lock held shared.
+ * be read without a page fault, -EAGAIN if @nowait and the folio could not be
+ * had without blocking, or another error from allocating the folio. Called
+ * with the mapping's invalidate_lock held shared.
  */
 static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
-				pgoff_t index, struct iov_iter *from)
+				pgoff_t index, struct iov_iter *from,
+				bool nowait)
 {
 	struct folio *folio;
 	int r = 0;
@@ -319,7 +321,7 @@ static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
 	if (!gmemuf_missing(uf, index))
 		return -EEXIST;
 
-	folio = kvm_gmem_get_folio(inode, index);
+	folio = __kvm_gmem_get_folio(inode, index, nowait ? FGP_NOWAIT : 0);
 	if (IS_ERR(folio))
 		return PTR_ERR(folio);
 
@@ -342,7 +344,7 @@ static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
 		 */
 		if (copy_folio_from_iter_atomic(folio, 0, PAGE_SIZE, from) !=
 		    PAGE_SIZE) {
-			r = -EAGAIN;
+			r = -EFAULT;
 			goto out;
 		}
 	} else {
@@ -359,10 +361,14 @@ out:
 
 /*
  * Populate [start, end) page by page. Returns the number of pages populated,
- * or the error of the first page if none was.
+ * or the error of the first page if none was. With @nowait (IOCB_NOWAIT), it
+ * stops with -EAGAIN where it would block: on invalidate_lock, which an arm
+ * holds exclusive, or on a folio it cannot lock or allocate at once. The
+ * source is faulted in as for any buffered write that is not to block.
  */
 static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
-			    pgoff_t start, pgoff_t end, struct iov_iter *from)
+			    pgoff_t start, pgoff_t end, struct iov_iter *from,
+			    bool nowait)
 {
 	struct address_space *mapping = inode->i_mapping;
 	pgoff_t index = start;
@@ -382,11 +388,16 @@ static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 			break;
 		}
 
-		filemap_invalidate_lock_shared(mapping);
-		r = gmemuf_populate_page(uf, inode, index, from);
+		if (!nowait) {
+			filemap_invalidate_lock_shared(mapping);
+		} else if (!filemap_invalidate_trylock_shared(mapping)) {
+			r = -EAGAIN;
+			break;
+		}
+		r = gmemuf_populate_page(uf, inode, index, from, nowait);
 		filemap_invalidate_unlock_shared(mapping);
 
-		if (r == -EAGAIN) {
+		if (r == -EFAULT && from) {
 			/* The source went away under us: fault it in again. */
 			iov_iter_revert(from, before - iov_iter_count(from));
 			cond_resched();
@@ -421,7 +432,8 @@ ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from)
 		return -EINVAL;
 
 	done = gmemuf_populate(uf, inode, pos >> PAGE_SHIFT,
-			       (pos + len) >> PAGE_SHIFT, from);
+			       (pos + len) >> PAGE_SHIFT, from,
+			       iocb->ki_flags & IOCB_NOWAIT);
 	if (done <= 0)
 		return done;
 
@@ -556,7 +568,7 @@ static long gmemuf_ioctl_range(struct gmemuf *uf, struct inode *inode,
 	case GMEMUF_IOC_WAKE:
 		return gmemuf_wake(uf, start, end);
 	case GMEMUF_IOC_ZERO:
-		r = gmemuf_populate(uf, inode, start, end, NULL);
+		r = gmemuf_populate(uf, inode, start, end, NULL, false);
 		range.done = r > 0 ? (u64)r << PAGE_SHIFT : 0;
 		if (copy_to_user(argp, &range, sizeof(range)))
 			return -EFAULT;

@@ -7,6 +7,7 @@
  * capability rule), kill of a waiting task, hole punching, and the errno of
  * every bad input.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -521,6 +522,102 @@ TEST_F(uf, io_uring_writes)
 	EXPECT_TRUE(check(self->mem + 30 * PAGE, PAGE, 21));
 	EXPECT_EQ(count_missing(self->fd, 0, SIZE, NULL), NPAGES - 4);
 	io_uring_queue_exit(&ring);
+}
+
+/* The io_uring workers (io-wq) of this process. */
+static int count_iou_workers(void)
+{
+	char path[300], comm[32];
+	struct dirent *d;
+	int n = 0;
+	DIR *dir;
+	FILE *f;
+
+	dir = opendir("/proc/self/task");
+	if (!dir)
+		return -1;
+	while ((d = readdir(dir))) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			 d->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) &&
+		    !strncmp(comm, "iou-wrk-", 8))
+			n++;
+		fclose(f);
+	}
+	closedir(dir);
+	return n;
+}
+
+/*
+ * io_uring WRITEs to a userfault guest_memfd complete inline, in
+ * io_uring_enter(), with no io-wq worker: the file supports IOCB_NOWAIT.
+ * Their completions are there when io_uring_submit() returns.
+ */
+TEST_F(uf, io_uring_writes_complete_inline)
+{
+	const unsigned int nr = 16;
+	static char bufs[16][PAGE], runs[4][4 * PAGE];
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	struct io_uring ring;
+	unsigned int i;
+
+	ASSERT_EQ(count_iou_workers(), 0);
+	ASSERT_EQ(io_uring_queue_init(32, &ring, 0), 0);
+
+	/* Sixteen single pages, then four writes of four pages each. */
+	for (i = 0; i < nr; i++) {
+		fill(bufs[i], PAGE, i);
+		sqe = io_uring_get_sqe(&ring);
+		io_uring_prep_write(sqe, self->fd, bufs[i], PAGE, i * PAGE);
+		sqe->user_data = i;
+	}
+	ASSERT_EQ(io_uring_submit(&ring), nr);
+	EXPECT_EQ(io_uring_cq_ready(&ring), nr);
+	for (i = 0; i < 16; i++)
+		fill(runs[i / 4] + (i % 4) * PAGE, PAGE, 32 + i);
+	for (i = 0; i < 4; i++) {
+		sqe = io_uring_get_sqe(&ring);
+		io_uring_prep_write(sqe, self->fd, runs[i], 4 * PAGE,
+				    (32 + 4 * i) * PAGE);
+		sqe->user_data = 100 + i;
+	}
+	ASSERT_EQ(io_uring_submit(&ring), 4);
+	EXPECT_EQ(io_uring_cq_ready(&ring), nr + 4);
+
+	for (i = 0; i < nr + 4; i++) {
+		ASSERT_EQ(io_uring_peek_cqe(&ring, &cqe), 0);
+		EXPECT_EQ(cqe->res, cqe->user_data < 100 ? (int)PAGE :
+							   (int)(4 * PAGE))
+			TH_LOG("write %llu", cqe->user_data);
+		io_uring_cqe_seen(&ring, cqe);
+	}
+	EXPECT_EQ(count_iou_workers(), 0);
+	for (i = 0; i < nr; i++)
+		EXPECT_TRUE(check(self->mem + i * PAGE, PAGE, i));
+	for (i = 32; i < 48; i++)
+		EXPECT_TRUE(check(self->mem + i * PAGE, PAGE, i));
+	EXPECT_EQ(count_missing(self->fd, 0, SIZE, NULL), NPAGES - nr - 16);
+	io_uring_queue_exit(&ring);
+}
+
+/* pwritev2(RWF_NOWAIT) populates a missing page, and gives EEXIST after. */
+TEST_F(uf, pwritev2_nowait)
+{
+	static char buf[PAGE];
+	struct iovec iov = { .iov_base = buf, .iov_len = PAGE };
+
+	fill(buf, PAGE, 9);
+	EXPECT_EQ(pwritev2(self->fd, &iov, 1, 9 * PAGE, RWF_NOWAIT), PAGE);
+	EXPECT_TRUE(check(self->mem + 9 * PAGE, PAGE, 9));
+	EXPECT_EQ(pwritev2(self->fd, &iov, 1, 9 * PAGE, RWF_NOWAIT), -1);
+	EXPECT_EQ(errno, EEXIST);
+	EXPECT_EQ(count_missing(self->fd, 0, SIZE, NULL), NPAGES - 1);
 }
 
 TEST_F(uf, zero_fill)
