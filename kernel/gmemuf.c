@@ -360,32 +360,49 @@ out:
 }
 
 /*
- * Populate [start, end) page by page. Returns the number of pages populated,
- * or the error of the first page if none was. With @nowait (IOCB_NOWAIT), it
- * stops with -EAGAIN where it would block: on invalidate_lock, which an arm
- * holds exclusive, or on a folio it cannot lock or allocate at once. The
- * source is faulted in as for any buffered write that is not to block.
+ * The pages populated under one hold of invalidate_lock: few enough that an
+ * arm waiting for the lock waits for little, enough that taking the lock and
+ * faulting the source in cost nothing per page.
+ */
+#define GMEMUF_POPULATE_RUN	64
+
+/*
+ * Populate [start, end) a run of pages at a time: fault the source of the run
+ * in, take invalidate_lock, populate its pages in order, drop the lock.
+ * Returns the number of pages populated, or the error of the first page if
+ * none was. With @nowait (IOCB_NOWAIT), it stops with -EAGAIN where it would
+ * block: on invalidate_lock, which an arm holds exclusive, or on a folio it
+ * cannot lock or allocate at once. The source is faulted in as for any
+ * buffered write that is not to block.
  */
 static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 			    pgoff_t start, pgoff_t end, struct iov_iter *from,
 			    bool nowait)
 {
 	struct address_space *mapping = inode->i_mapping;
-	pgoff_t index = start;
+	pgoff_t index = start, run_end;
+	size_t before, len;
 	int r = 0;
 
-	while (index < end) {
-		size_t before = from ? iov_iter_count(from) : 0;
-
+	while (index < end && !r) {
 		if (fatal_signal_pending(current)) {
 			r = -EINTR;
 			break;
 		}
 
-		/* Fault the whole source page in before taking any lock. */
-		if (from && fault_in_iov_iter_readable(from, PAGE_SIZE)) {
-			r = -EFAULT;
-			break;
+		/*
+		 * Fault the source of the run in before taking any lock, and
+		 * cut the run short where the source cannot be read.
+		 */
+		run_end = min_t(pgoff_t, end, index + GMEMUF_POPULATE_RUN);
+		if (from) {
+			len = (size_t)(run_end - index) << PAGE_SHIFT;
+			len -= fault_in_iov_iter_readable(from, len);
+			run_end = index + (len >> PAGE_SHIFT);
+			if (run_end == index) {
+				r = -EFAULT;
+				break;
+			}
 		}
 
 		if (!nowait) {
@@ -394,19 +411,23 @@ static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 			r = -EAGAIN;
 			break;
 		}
-		r = gmemuf_populate_page(uf, inode, index, from, nowait);
-		filemap_invalidate_unlock_shared(mapping);
-
-		if (r == -EFAULT && from) {
-			/* The source went away under us: fault it in again. */
-			iov_iter_revert(from, before - iov_iter_count(from));
-			cond_resched();
-			continue;
+		for (; index < run_end; index++) {
+			before = from ? iov_iter_count(from) : 0;
+			r = gmemuf_populate_page(uf, inode, index, from, nowait);
+			if (r == -EFAULT && from) {
+				/*
+				 * The source went away under us: fault it in
+				 * again, in the next run.
+				 */
+				iov_iter_revert(from,
+						before - iov_iter_count(from));
+				r = 0;
+				break;
+			}
+			if (r)
+				break;
 		}
-		if (r)
-			break;
-
-		index++;
+		filemap_invalidate_unlock_shared(mapping);
 		cond_resched();
 	}
 

@@ -1328,6 +1328,36 @@ TEST_F(uf, pwrite_from_half_readable_page)
 }
 
 /*
+ * A write of many runs of pages (a run is populated under one hold of the
+ * lock) whose source turns unreadable part-way: a short write of the pages
+ * before, each with its contents, and the rest left missing.
+ */
+TEST(pwrite_across_runs_to_unreadable_source)
+{
+	const unsigned long npages = 200, readable = 150;
+	struct uf_file f;
+	unsigned long i;
+	char *buf;
+
+	ASSERT_EQ(uf_open(&f, npages * PAGE), 0) TH_LOG("%s", strerror(errno));
+	buf = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(buf, MAP_FAILED);
+	for (i = 0; i < readable; i++)
+		fill(buf + i * PAGE, PAGE, 1000 + i);
+	ASSERT_EQ(munmap(buf + readable * PAGE, (npages - readable) * PAGE), 0);
+
+	EXPECT_EQ(pwrite(f.fd, buf, npages * PAGE, 0), readable * PAGE);
+	for (i = 0; i < readable; i++)
+		EXPECT_TRUE(check(f.mem + i * PAGE, PAGE, 1000 + i))
+			TH_LOG("page %lu", i);
+	EXPECT_EQ(count_missing(f.fd, 0, npages * PAGE, NULL),
+		  npages - readable);
+	munmap(buf, readable * PAGE);
+	uf_close(&f);
+}
+
+/*
  * Two handler threads, each with its own handler file and ring, and four
  * toucher threads over 2,000 pages: every page is faulted once and fetched
  * once, by one handler or the other.
