@@ -7,7 +7,6 @@
  * capability rule), kill of a waiting task, hole punching, and the errno of
  * every bad input.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <liburing.h>
 #include <poll.h>
@@ -527,102 +525,6 @@ TEST_F(uf, io_uring_writes)
 	io_uring_queue_exit(&ring);
 }
 
-/* The io_uring workers (io-wq) of this process. */
-static int count_iou_workers(void)
-{
-	char path[300], comm[32];
-	struct dirent *d;
-	int n = 0;
-	DIR *dir;
-	FILE *f;
-
-	dir = opendir("/proc/self/task");
-	if (!dir)
-		return -1;
-	while ((d = readdir(dir))) {
-		if (d->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
-			 d->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof(comm), f) &&
-		    !strncmp(comm, "iou-wrk-", 8))
-			n++;
-		fclose(f);
-	}
-	closedir(dir);
-	return n;
-}
-
-/*
- * io_uring WRITEs to a userfault guest_memfd complete inline, in
- * io_uring_enter(), with no io-wq worker: the file supports IOCB_NOWAIT.
- * Their completions are there when io_uring_submit() returns.
- */
-TEST_F(uf, io_uring_writes_complete_inline)
-{
-	const unsigned int nr = 16;
-	static char bufs[16][PAGE], runs[4][4 * PAGE];
-	struct io_uring_sqe *sqe;
-	struct io_uring_cqe *cqe;
-	struct io_uring ring;
-	unsigned int i;
-
-	ASSERT_EQ(count_iou_workers(), 0);
-	ASSERT_EQ(io_uring_queue_init(32, &ring, 0), 0);
-
-	/* Sixteen single pages, then four writes of four pages each. */
-	for (i = 0; i < nr; i++) {
-		fill(bufs[i], PAGE, i);
-		sqe = io_uring_get_sqe(&ring);
-		io_uring_prep_write(sqe, self->fd, bufs[i], PAGE, i * PAGE);
-		sqe->user_data = i;
-	}
-	ASSERT_EQ(io_uring_submit(&ring), nr);
-	EXPECT_EQ(io_uring_cq_ready(&ring), nr);
-	for (i = 0; i < 16; i++)
-		fill(runs[i / 4] + (i % 4) * PAGE, PAGE, 32 + i);
-	for (i = 0; i < 4; i++) {
-		sqe = io_uring_get_sqe(&ring);
-		io_uring_prep_write(sqe, self->fd, runs[i], 4 * PAGE,
-				    (32 + 4 * i) * PAGE);
-		sqe->user_data = 100 + i;
-	}
-	ASSERT_EQ(io_uring_submit(&ring), 4);
-	EXPECT_EQ(io_uring_cq_ready(&ring), nr + 4);
-
-	for (i = 0; i < nr + 4; i++) {
-		ASSERT_EQ(io_uring_peek_cqe(&ring, &cqe), 0);
-		EXPECT_EQ(cqe->res, cqe->user_data < 100 ? (int)PAGE :
-							   (int)(4 * PAGE))
-			TH_LOG("write %llu", cqe->user_data);
-		io_uring_cqe_seen(&ring, cqe);
-	}
-	EXPECT_EQ(count_iou_workers(), 0);
-	for (i = 0; i < nr; i++)
-		EXPECT_TRUE(check(self->mem + i * PAGE, PAGE, i));
-	for (i = 32; i < 48; i++)
-		EXPECT_TRUE(check(self->mem + i * PAGE, PAGE, i));
-	EXPECT_EQ(count_missing(self->fd, 0, SIZE, NULL), NPAGES - nr - 16);
-	io_uring_queue_exit(&ring);
-}
-
-/* pwritev2(RWF_NOWAIT) populates a missing page, and gives EEXIST after. */
-TEST_F(uf, pwritev2_nowait)
-{
-	static char buf[PAGE];
-	struct iovec iov = { .iov_base = buf, .iov_len = PAGE };
-
-	fill(buf, PAGE, 9);
-	EXPECT_EQ(pwritev2(self->fd, &iov, 1, 9 * PAGE, RWF_NOWAIT), PAGE);
-	EXPECT_TRUE(check(self->mem + 9 * PAGE, PAGE, 9));
-	EXPECT_EQ(pwritev2(self->fd, &iov, 1, 9 * PAGE, RWF_NOWAIT), -1);
-	EXPECT_EQ(errno, EEXIST);
-	EXPECT_EQ(count_missing(self->fd, 0, SIZE, NULL), NPAGES - 1);
-}
-
 TEST_F(uf, zero_fill)
 {
 	__u64 done;
@@ -840,53 +742,6 @@ TEST_F(uf, sigkill_of_a_waiting_task)
 	ASSERT_TRUE(WIFSIGNALED(status));
 	EXPECT_EQ(WTERMSIG(status), SIGKILL);
 	EXPECT_EQ(count_missing(self->fd, 13 * PAGE, PAGE, NULL), 1);
-}
-
-static void sig_nop(int sig)
-{
-}
-
-static long long thread_cpu_ns(pthread_t thread)
-{
-	struct timespec ts;
-	clockid_t clock;
-
-	if (pthread_getcpuclockid(thread, &clock) ||
-	    clock_gettime(clock, &ts))
-		return -1;
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/*
- * A kernel-mode fault that waits for a missing page, in a task that then
- * gets a signal it handles: the fault cannot return to userspace to run the
- * handler, so it goes on waiting, asleep. A wait that ends at every signal
- * would be retried at once by the arch fault handler, over and over: a
- * task spinning at 100% of a CPU until the page comes.
- */
-TEST_F(uf, kernel_fault_sleeps_through_a_signal)
-{
-	struct sigaction sa = { .sa_handler = sig_nop };
-	long long before, after;
-	struct toucher t;
-
-	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
-	toucher_start(&t, self->mem + 15 * PAGE, true);
-	ASSERT_TRUE(wait_sleeping(t.tid));
-	ASSERT_EQ(pthread_kill(t.thread, SIGUSR1), 0);
-	usleep(100 * 1000);
-	before = thread_cpu_ns(t.thread);
-	ASSERT_GE(before, 0);
-	sleep(3);
-	after = thread_cpu_ns(t.thread);
-	/* Asleep, it takes next to nothing; spinning, most of the 3 s. */
-	EXPECT_LT(after - before, 300 * 1000000LL)
-		TH_LOG("the waiting task took %lld ms of CPU in 3 s",
-		       (after - before) / 1000000);
-	ASSERT_EQ(populate(self->fd, 15, 15), PAGE);
-	toucher_join(&t);
-	EXPECT_EQ(t.result, PAGE) TH_LOG("%s", strerror(t.err));
-	EXPECT_TRUE(check(t.copy, PAGE, 15));
 }
 
 TEST_F(uf, punch_hole)
@@ -1454,36 +1309,6 @@ TEST_F(uf, pwrite_from_half_readable_page)
 }
 
 /*
- * A write of many runs of pages (a run is populated under one hold of the
- * lock) whose source turns unreadable part-way: a short write of the pages
- * before, each with its contents, and the rest left missing.
- */
-TEST(pwrite_across_runs_to_unreadable_source)
-{
-	const unsigned long npages = 200, readable = 150;
-	struct uf_file f;
-	unsigned long i;
-	char *buf;
-
-	ASSERT_EQ(uf_open(&f, npages * PAGE), 0) TH_LOG("%s", strerror(errno));
-	buf = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ASSERT_NE(buf, MAP_FAILED);
-	for (i = 0; i < readable; i++)
-		fill(buf + i * PAGE, PAGE, 1000 + i);
-	ASSERT_EQ(munmap(buf + readable * PAGE, (npages - readable) * PAGE), 0);
-
-	EXPECT_EQ(pwrite(f.fd, buf, npages * PAGE, 0), readable * PAGE);
-	for (i = 0; i < readable; i++)
-		EXPECT_TRUE(check(f.mem + i * PAGE, PAGE, 1000 + i))
-			TH_LOG("page %lu", i);
-	EXPECT_EQ(count_missing(f.fd, 0, npages * PAGE, NULL),
-		  npages - readable);
-	munmap(buf, readable * PAGE);
-	uf_close(&f);
-}
-
-/*
  * Two handler threads, each with its own handler file and ring, and four
  * toucher threads over 2,000 pages: every page is faulted once and fetched
  * once, by one handler or the other.
@@ -1570,8 +1395,7 @@ TEST(close_with_waiters_then_kill)
 /*
  * Races, under KASAN and lockdep: four toucher threads read random pages, a
  * handler serves their faults, a prefetcher populates random pages, and an
- * armer re-arms random ranges, all at once for a few thousand operations,
- * and on until ranges were re-armed and faulted on through the handler.
+ * armer re-arms random ranges, all at once for a few thousand operations.
  * Every page is only ever populated with its own pattern, so every read
  * must see exactly that: never zeroes, never a mix, and no toucher may hang.
  */
@@ -1579,8 +1403,6 @@ struct stress {
 	struct uf_file f;
 	unsigned long npages;
 	_Atomic bool stop;
-	/* The touchers' 1,500 reads each are done: stop when this is set. */
-	_Atomic bool enough;
 	_Atomic unsigned long bad;
 	_Atomic unsigned long reads;
 	_Atomic unsigned long arms;
@@ -1592,7 +1414,7 @@ static void *stress_toucher(void *arg)
 	unsigned int seed = gettid();
 	int i;
 
-	for (i = 0; i < 1500 || !st->enough; i++) {
+	for (i = 0; i < 1500; i++) {
 		unsigned long page = rand_r(&seed) % st->npages;
 
 		if (!check(st->f.mem + page * PAGE, PAGE, page))
@@ -1646,13 +1468,6 @@ TEST_F_TIMEOUT(load, stress_faults_populates_and_arms, 300)
 	pthread_create(&armer, NULL, stress_armer, &st);
 	for (i = 0; i < 4; i++)
 		pthread_create(&touchers[i], NULL, stress_toucher, &st);
-	/*
-	 * However the load paces the threads, until pages have been re-armed
-	 * and faulted on through the handler (or 200 s have passed).
-	 */
-	for (i = 0; i < 20000 && (st.arms <= 10 || srv.faults <= 10); i++)
-		usleep(10000);
-	st.enough = true;
 	for (i = 0; i < 4; i++)
 		pthread_join(touchers[i], NULL);
 	st.stop = true;
@@ -1660,7 +1475,7 @@ TEST_F_TIMEOUT(load, stress_faults_populates_and_arms, 300)
 	pthread_join(armer, NULL);
 	server_stop(&srv);
 
-	EXPECT_GE(st.reads, 4 * 1500);
+	EXPECT_EQ(st.reads, 4 * 1500);
 	EXPECT_EQ(st.bad, 0);
 	/* Not vacuous: pages were re-armed, and faulted on through a handler. */
 	EXPECT_GT(st.arms, 10);
