@@ -289,8 +289,15 @@ vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 	if (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)
 		return VM_FAULT_RETRY;
 
-	state = vmf->flags & FAULT_FLAG_INTERRUPTIBLE ? TASK_INTERRUPTIBLE :
-							TASK_KILLABLE;
+	/*
+	 * A kernel-mode fault is retried at once after a signal that is not
+	 * fatal (fault_signal_pending() gives up on those in user mode only),
+	 * so an interruptible wait would spin until the page is there: only a
+	 * fatal signal ends the wait of a kernel-mode fault.
+	 */
+	state = (vmf->flags & FAULT_FLAG_INTERRUPTIBLE) &&
+		(vmf->flags & FAULT_FLAG_USER) ? TASK_INTERRUPTIBLE :
+						 TASK_KILLABLE;
 
 	/*
 	 * Once the fault lock is dropped the VMA, and the last other reference
