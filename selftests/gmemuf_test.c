@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <liburing.h>
 #include <poll.h>
@@ -742,6 +743,53 @@ TEST_F(uf, sigkill_of_a_waiting_task)
 	ASSERT_TRUE(WIFSIGNALED(status));
 	EXPECT_EQ(WTERMSIG(status), SIGKILL);
 	EXPECT_EQ(count_missing(self->fd, 13 * PAGE, PAGE, NULL), 1);
+}
+
+static void sig_nop(int sig)
+{
+}
+
+static long long thread_cpu_ns(pthread_t thread)
+{
+	struct timespec ts;
+	clockid_t clock;
+
+	if (pthread_getcpuclockid(thread, &clock) ||
+	    clock_gettime(clock, &ts))
+		return -1;
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/*
+ * A kernel-mode fault that waits for a missing page, in a task that then
+ * gets a signal it handles: the fault cannot return to userspace to run the
+ * handler, so it goes on waiting, asleep. A wait that ends at every signal
+ * would be retried at once by the arch fault handler, over and over: a
+ * task spinning at 100% of a CPU until the page comes.
+ */
+TEST_F(uf, kernel_fault_sleeps_through_a_signal)
+{
+	struct sigaction sa = { .sa_handler = sig_nop };
+	long long before, after;
+	struct toucher t;
+
+	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+	toucher_start(&t, self->mem + 15 * PAGE, true);
+	ASSERT_TRUE(wait_sleeping(t.tid));
+	ASSERT_EQ(pthread_kill(t.thread, SIGUSR1), 0);
+	usleep(100 * 1000);
+	before = thread_cpu_ns(t.thread);
+	ASSERT_GE(before, 0);
+	sleep(3);
+	after = thread_cpu_ns(t.thread);
+	/* Asleep, it takes next to nothing; spinning, most of the 3 s. */
+	EXPECT_LT(after - before, 300 * 1000000LL)
+		TH_LOG("the waiting task took %lld ms of CPU in 3 s",
+		       (after - before) / 1000000);
+	ASSERT_EQ(populate(self->fd, 15, 15), PAGE);
+	toucher_join(&t);
+	EXPECT_EQ(t.result, PAGE) TH_LOG("%s", strerror(t.err));
+	EXPECT_TRUE(check(t.copy, PAGE, 15));
 }
 
 TEST_F(uf, punch_hole)
