@@ -229,6 +229,19 @@ class FailedLogs(unittest.TestCase):
         self.assertNotIn("b line 80", got)
         self.assertIn("b's kernel line", got)
 
+    def test_the_kvm_trace_does_not_hide_the_failure(self):
+        tests = ["# gmemuf-begin b", "b: FAIL: the reason"] + \
+                [f"# kvm: event {i}" for i in range(100)] + \
+                ["# gmemuf-end b 1"]
+        console = ["[    2.0] gmemuf: begin b", "[    2.2] gmemuf: end b 1"]
+        res = vmtest.judge(console, tests, [("b", 5)])
+        out = io.StringIO()
+        vmtest.print_failed_logs(res, console, tests, tail=10, out=out)
+        got = out.getvalue()
+        self.assertIn("b: FAIL: the reason", got)
+        self.assertIn("# kvm: event 99", got)
+        self.assertNotIn("# kvm: event 80", got)
+
 
 class BenchReport(unittest.TestCase):
     """bench.py on the serial output of a short `make bench` run."""

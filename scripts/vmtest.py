@@ -285,8 +285,15 @@ def print_failed_logs(results, console_lines, test_lines, tail=60,
         console, tlines = test_logs(name, console_lines, test_lines)
         if not console and not tlines:
             continue
+        # The KVM trace that vm-init appends would crowd out the test's
+        # own last words (its failure message): print them apart.
+        own = [l for l in tlines if not l.startswith("# kvm:")]
+        kvm = [l for l in tlines if l.startswith("# kvm:")]
         print(f"--- {name}: last {tail} lines of its output ---", file=out)
-        print("\n".join(tlines[-tail:]), file=out)
+        print("\n".join(own[-tail:]), file=out)
+        if kvm:
+            print(f"--- {name}: last {tail} KVM events ---", file=out)
+            print("\n".join(kvm[-tail:]), file=out)
         print(f"--- {name}: last {tail} kernel lines ---", file=out)
         print("\n".join(console[-tail:]), file=out)
         print("---", file=out)
