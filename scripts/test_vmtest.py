@@ -243,6 +243,41 @@ class FailedLogs(unittest.TestCase):
         self.assertNotIn("# kvm: event 80", got)
 
 
+class EarlyEnd(unittest.TestCase):
+    """What is said of a VM that ended without init's last word."""
+
+    def explain(self, console, qemu_log_text):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "qemu.log")
+            if qemu_log_text is not None:
+                with open(path, "w") as f:
+                    f.write(qemu_log_text)
+            out = io.StringIO()
+            vmtest.explain_early_end(0, console, path, out)
+            return out.getvalue()
+
+    def test_a_finished_run_says_nothing(self):
+        self.assertEqual(self.explain(["[ 9.0] gmemuf: tests end"], ""), "")
+        self.assertEqual(self.explain(["[ 9.0] gmemuf: fuzz end 1"], ""), "")
+
+    def test_a_panic_says_it_itself(self):
+        self.assertEqual(self.explain(["[ 9.0] Kernel panic - not syncing"],
+                                      ""), "")
+
+    def test_a_triple_fault(self):
+        got = self.explain(["[ 9.0] gmemuf: fuzz begin"],
+                           "CPU Reset (CPU 0)\nRAX=0\nTriple fault\n"
+                           "CPU Reset (CPU 0)\nRIP=ffffffff81000000\n")
+        self.assertIn("FAIL the VM ended early", got)
+        self.assertIn("a triple fault", got)
+        self.assertIn("RIP=ffffffff81000000", got)
+
+    def test_qemu_died(self):
+        got = self.explain(["[ 9.0] gmemuf: fuzz begin"], None)
+        self.assertIn("FAIL the VM ended early", got)
+        self.assertNotIn("triple fault ---", got)
+
+
 class BenchReport(unittest.TestCase):
     """bench.py on the serial output of a short `make bench` run."""
 

@@ -333,9 +333,38 @@ def qemu_command(args, test_log):
     icount = ["-icount", args.icount] if getattr(args, "icount", None) else []
     return [args.qemu, "-M", "q35", "-cpu", "max", "-smp", "2", "-m", "4G",
             "-nographic", "-no-reboot", "-monitor", "none"] + icount + [
+            # The CPU's state at each reset: with -no-reboot, the last one
+            # is that of a triple fault, or of a reboot the VM asked for.
+            "-d", "cpu_reset", "-D", os.path.join(args.logs, "qemu.log"),
             "-kernel", args.kernel, "-initrd", args.initrd,
             "-append", " ".join(append),
             "-serial", "stdio", "-serial", f"file:{test_log}"]
+
+
+def explain_early_end(returncode, console, qemu_log, out=sys.stdout):
+    """A VM that ended without init's last word (a triple fault, which
+    -no-reboot turns into an exit, or QEMU's own death): say so, with the
+    CPU state QEMU logged at the reset."""
+    if any(re.search(r"gmemuf: (tests|demo|bench|fuzz|soak) end", line)
+           for line in console):
+        return
+    if any("reboot: Restarting system" in line or "Kernel panic" in line
+           for line in console[-100:]):
+        return
+    print(f"FAIL the VM ended early: QEMU exit status {returncode}, no panic "
+          f"or reboot on its console (a triple fault, or QEMU died)",
+          file=out)
+    try:
+        with open(qemu_log, errors="replace") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return
+    # QEMU logs "Triple fault" (-d cpu_reset) before it resets, or, with
+    # -no-reboot, exits; then the state of the CPUs as they reset.
+    if any("Triple fault" in line for line in lines):
+        print(f"--- {qemu_log}: a triple fault ---", file=out)
+        at = max(i for i, line in enumerate(lines) if "Triple fault" in line)
+        print("\n".join(lines[max(0, at - 5):at + 40]), file=out)
 
 
 def run(args):
@@ -400,6 +429,9 @@ def run(args):
 
     with open(console_log, errors="replace") as f:
         console = f.read().splitlines()
+    if not timed_out:
+        explain_early_end(proc.returncode, console,
+                          os.path.join(args.logs, "qemu.log"))
     try:
         with open(test_log, errors="replace") as f:
             test_lines = f.read().splitlines()

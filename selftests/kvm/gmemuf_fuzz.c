@@ -343,6 +343,26 @@ static void dump_logs(void)
 	}
 }
 
+/*
+ * Stop the KVM trace that vm-init keeps (its tracing_on file is named in
+ * GMEMUF_TRACE_FREEZE), so that it ends with the failure, not with whatever
+ * the other processes' vCPUs did until the run was over.
+ */
+static void trace_freeze(void)
+{
+	const char *path = getenv("GMEMUF_TRACE_FREEZE");
+	int fd;
+
+	if (!path)
+		return;
+	fd = open(path, O_WRONLY);
+	if (fd >= 0) {
+		if (write(fd, "0", 1) != 1)
+			fprintf(stderr, "gmemuf_fuzz: could not stop the trace\n");
+		close(fd);
+	}
+}
+
 static void __attribute__((format(printf, 1, 2), noreturn))
 fail(const char *fmt, ...)
 {
@@ -350,6 +370,7 @@ fail(const char *fmt, ...)
 
 	pthread_mutex_lock(&W.fail_lock);
 	atomic_fetch_add(&G->failures, 1);
+	trace_freeze();
 	fprintf(stderr, "gmemuf_fuzz: FAIL seed %llu proc %d thread %d (%s) op #%llu %s: ",
 		(unsigned long long)opt_seed, W.proc, self ? self->id : -1,
 		self ? self->kind : "main",
@@ -2372,8 +2393,10 @@ static void vcpu_state_dump(struct thr *t, struct ufile *f, u64 page)
 		atomic_load(&f->pg[page].shared) ? "shared" : "private",
 		atomic_load(&f->pg[page].present) ? "present" : "missing",
 		atomic_load(&f->pg[page].gen), atomic_load(&f->slot_seq));
-	fprintf(stderr, "  guest stage %llu\n", (unsigned long long)
-		((struct mailbox *)addr_gva2hva(W.vm, t->mailbox_gva))->stage);
+	fprintf(stderr, "  guest stage %llu; vCPU %u, thread id %d in the KVM trace\n",
+		(unsigned long long)
+		((struct mailbox *)addr_gva2hva(W.vm, t->mailbox_gva))->stage,
+		t->vcpu->id, gettid());
 	/* What the guest left on its stack: frames of an exception too. */
 	if (t->stack_top) {
 		u64 *w = addr_gva2hva(W.vm, t->stack_top - 1024);
