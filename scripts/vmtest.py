@@ -332,7 +332,8 @@ def qemu_command(args, test_log):
     # so that timings depend on the guest's work rather than the host's load.
     icount = ["-icount", args.icount] if getattr(args, "icount", None) else []
     return [args.qemu, "-M", "q35", "-cpu", "max", "-smp", "2", "-m", "4G",
-            "-nographic", "-no-reboot", "-monitor", "none"] + icount + [
+            "-nographic", "-no-reboot", "-monitor", "none",
+            "-nic", "none"] + icount + [
             # The CPU's state at each reset: with -no-reboot, the last one
             # is that of a triple fault, or of a reboot the VM asked for.
             "-d", "cpu_reset", "-D", os.path.join(args.logs, "qemu.log"),
@@ -489,7 +490,10 @@ def main():
     r.add_argument("--mode", default="test", choices=("test", "demo", "bench", "fuzz", "soak"))
     r.add_argument("--icount", help="QEMU's -icount, e.g. shift=3,sleep=off")
     r.add_argument("--append", help="more kernel command line")
-    r.add_argument("--qemu", default="qemu-system-x86_64")
+    r.add_argument("--qemu", default=os.environ.get("GMEMUF_VM_QEMU",
+                                                    "qemu-system-x86_64"),
+                   help="the QEMU that runs the VM: $GMEMUF_VM_QEMU, which "
+                   "make sets to scripts/qemu.sh host's, or the system's")
     j = sub.add_parser("judge", help="judge the logs of a finished run")
     j.add_argument("--console", required=True)
     j.add_argument("--tests", required=True)
