@@ -2364,6 +2364,9 @@ static void vcpu_convert(struct ufile *f, u64 page, bool to_shared)
 	unlock_pages(f, page, 1);
 }
 
+/* The test's ELF, which the test library loads into the guest as it is. */
+extern char __executable_start[], etext[];
+
 /* The vCPU's state, for an exit that the guest cannot cause on purpose. */
 static void vcpu_state_dump(struct thr *t, struct ufile *f, u64 page)
 {
@@ -2393,6 +2396,13 @@ static void vcpu_state_dump(struct thr *t, struct ufile *f, u64 page)
 		atomic_load(&f->pg[page].shared) ? "shared" : "private",
 		atomic_load(&f->pg[page].present) ? "present" : "missing",
 		atomic_load(&f->pg[page].gen), atomic_load(&f->slot_seq));
+	/*
+	 * The guest never runs in the upper half: a vCPU there has its host's
+	 * state, which only a fault of the CPU (here, the emulator that runs
+	 * the test VM) gives it. See README.md, "The UAPI fuzzer".
+	 */
+	if (r.rip >= 0xffff800000000000ull)
+		fprintf(stderr, "  the vCPU runs with its host's state (rip, cr3, idt), which no guest can cause\n");
 	fprintf(stderr, "  guest stage %llu; vCPU %u, thread id %d in the KVM trace\n",
 		(unsigned long long)
 		((struct mailbox *)addr_gva2hva(W.vm, t->mailbox_gva))->stage,
@@ -2407,8 +2417,13 @@ static void vcpu_state_dump(struct thr *t, struct ufile *f, u64 page)
 					1024 - i * 8,
 					(unsigned long long)w[i]);
 	}
-	/* Not after a shutdown intercept, which resets the vCPU. */
-	if (!(sr.cr0 & X86_CR0_PG))
+	/*
+	 * Not after a shutdown intercept, which resets the vCPU, nor from
+	 * outside the guest's code: the test library asserts on a gva that
+	 * its page tables do not map.
+	 */
+	if (!(sr.cr0 & X86_CR0_PG) || r.rip < (u64)__executable_start ||
+	    r.rip + 16 > (u64)etext)
 		return;
 	code = addr_gva2hva(W.vm, r.rip);
 	fprintf(stderr, "  code at rip:");
