@@ -19,9 +19,6 @@ RUNS ?= 20
 SPINNERS ?= $(shell nproc)
 
 export KERNEL_SRC KERNEL_TARBALL GMEMUF_CACHE
-# The QEMU that runs the test VM (scripts/qemu.sh host), for vmtest.py and
-# the scripts that call it; read when a recipe runs, once vm-qemu wrote it.
-export GMEMUF_VM_QEMU = $(shell cat $(O)/vm-qemu.path 2>/dev/null)
 
 KSH := scripts/kernel.sh
 VMTEST := python3 scripts/vmtest.py
@@ -59,7 +56,7 @@ SOAK_MIB ?= 400
 .PHONY: all help deps kernel kernel-release headers lib man install tests \
 	initramfs check check-host check-harness check-vm demo stress \
 	stress-initramfs bench fuzz soak shell patches checkpatch clean distclean \
-	qemu qemu-guest qemu-initramfs qemu-demo vm-qemu
+	qemu qemu-guest qemu-initramfs qemu-demo
 
 # libgmemuf/Makefile builds the library, its tests and its installation.
 LIBMK = $(MAKE) --no-print-directory -f libgmemuf/Makefile O=$(O)
@@ -99,14 +96,6 @@ deps:
 	@scripts/deps.sh
 
 # The scripts decide what is stale; make only orders them.
-# The test VM's QEMU: TCG, built from Debian's QEMU 10.2 source (see
-# scripts/qemu.sh for why not the system's).
-vm-qemu: | $(O)
-	@$(QSH) deps
-	@$(QSH) host >$(O)/vm-qemu.path.new
-	@mv $(O)/vm-qemu.path.new $(O)/vm-qemu.path
-	@echo "  QEMU    $$(cat $(O)/vm-qemu.path) (the test VM's)"
-
 kernel: deps | $(O)
 	@$(KSH) build debug >$(O)/bzImage-debug.path
 	@echo "  KERNEL  $$(cat $(O)/bzImage-debug.path)"
@@ -173,17 +162,17 @@ check-host: headers
 	@$(LIBMK) check-host HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
 
 # The harness in the VM, on tests made to fail: proves a failure is seen.
-check-harness: vm-qemu kernel | $(O)
+check-harness: kernel | $(O)
 	@scripts/check-harness.sh $$(cat $(O)/bzImage-debug.path) $(O)/harness
 
-check-vm: vm-qemu kernel initramfs
+check-vm: kernel initramfs
 	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
 		--logs $(O)/logs --timeout $(VM_TIMEOUT) \
 		--timeout-scale $(TIMEOUT_SCALE) $(if $(T),--only $(T))
 
 # The post-copy demo (examples/postcopy), as /tests/demo in the VM.
-demo: vm-qemu kernel initramfs
+demo: kernel initramfs
 	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
 		--logs $(O)/logs --timeout $(VM_TIMEOUT) --mode demo
@@ -191,13 +180,13 @@ demo: vm-qemu kernel initramfs
 # The examples of the stress list RUNS times in one VM, with SPINNERS busy
 # loops on the host: how many runs of each passed; the logs of the failed
 # ones in $(O)/logs/stress/failures/.
-stress: vm-qemu kernel stress-initramfs
+stress: kernel stress-initramfs
 	@scripts/stress.sh $$(cat $(O)/bzImage-debug.path) $(O)/stress.cpio.gz \
 		$(STRESS_LIST) $(O)/logs/stress $(RUNS) $(SPINNERS)
 
 # Every mode in one boot of the release kernel, twice: under -icount, then
 # under plain TCG. Writes $(O)/bench/bench.{csv,md,png} and the README's table.
-bench: vm-qemu kernel-release initramfs
+bench: kernel-release initramfs
 	@$(BENCH_PYTHON) scripts/bench.py --kernel $$(cat $(O)/bzImage-release.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
 		--out $(O)/bench --icount $(BENCH_ICOUNT) \
@@ -213,7 +202,7 @@ space := $(empty) $(empty)
 FUZZ_CMDLINE = --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) \
 	$(FUZZ_ARGS)
 
-fuzz: vm-qemu kernel initramfs
+fuzz: kernel initramfs
 	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
 		--logs $(O)/logs --mode fuzz --timeout-scale $(TIMEOUT_SCALE) \
@@ -223,15 +212,15 @@ fuzz: vm-qemu kernel initramfs
 # The soak (scripts/vm-soak) in the VM, for SOAK_SECONDS: a restore of
 # SOAK_MIB whose handlers are SIGKILLed at random, again and again, beside
 # the fuzzer; then a kmemleak scan. Fails on any kernel report, hang or leak.
-soak: vm-qemu kernel initramfs
+soak: kernel initramfs
 	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
 		--logs $(O)/logs --mode soak --timeout-scale $(TIMEOUT_SCALE) \
 		--timeout $$(($(SOAK_SECONDS) + 1200 * $(TIMEOUT_SCALE))) \
 		--append "gmemuf.soak=$(SOAK_SECONDS),$(if $(SOAK_SEED),$(SOAK_SEED),$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')),$(SOAK_MIB)"
 
-shell: vm-qemu kernel initramfs
-	$$GMEMUF_VM_QEMU -M q35 -cpu max -smp 2 -m 4G -nographic -no-reboot -nic none \
+shell: kernel initramfs
+	qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 4G -nographic -no-reboot \
 		-kernel $$(cat $(O)/bzImage-debug.path) \
 		-initrd $(O)/initramfs.cpio.gz \
 		-append "console=ttyS0 panic=-1 no5lvl gmemuf.mode=shell"
@@ -271,7 +260,7 @@ qemu-initramfs: qemu qemu-guest $(QEMU_DIR)/qemu-demo
 		$$($(QSH) firmware-list)
 	@echo "  INITRD  $(O)/qemu-initramfs.cpio.gz"
 
-qemu-demo: vm-qemu kernel qemu-initramfs
+qemu-demo: kernel qemu-initramfs
 	@$(VMTEST) run --kernel $$(cat $(O)/bzImage-debug.path) \
 		--initrd $(O)/qemu-initramfs.cpio.gz --list qemu/run.list \
 		--logs $(O)/logs-qemu --timeout $(VM_TIMEOUT) \

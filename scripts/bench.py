@@ -322,8 +322,7 @@ def main():
     ap.add_argument("--readme")
     ap.add_argument("--report", action="store_true",
                     help="only report, from the logs in --out")
-    ap.add_argument("--qemu", default=os.environ.get("GMEMUF_VM_QEMU",
-                                                     "qemu-system-x86_64"))
+    ap.add_argument("--qemu", default="qemu-system-x86_64")
     args = ap.parse_args()
 
     configs = args.configs.split(",")

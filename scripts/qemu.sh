@@ -13,8 +13,6 @@
 #
 #   qemu.sh deps                 install the Debian packages the build needs
 #   qemu.sh build                build qemu-system-x86_64, print its path
-#   qemu.sh host                 build the test VM's own QEMU (TCG, from
-#                                the pristine source), print its path
 #   qemu.sh tree                 print the patched tree, refreshing it
 #   qemu.sh pristine             print the key and the unpatched tree
 #   qemu.sh firmware <dir>       copy the firmware a bzImage boot needs
@@ -55,25 +53,6 @@ configure_opts=(
 	--disable-download		# nothing but what apt installed
 	--python=/usr/bin/python3
 	--enable-gmemuf			# post-copy with libgmemuf, below
-)
-
-# The QEMU that runs the test VM itself (vmtest.py), on the host: TCG,
-# since the tests need KVM inside the VM on any machine. Not Debian 12's
-# QEMU 7.2: its nested SVM lets a nested guest run on with its host's state
-# now and then (the nested vCPU's RIP became the instruction after VMRUN in
-# the test VM's kernel: a guest that the fuzzer saw loop or triple fault,
-# and once a test VM that died silently), which 10.2 has not done here.
-# Dynamic, from the unpatched source: it needs none of our changes.
-host_configure_opts=(
-	--target-list=x86_64-softmmu
-	--without-default-features
-	--enable-tcg --disable-kvm
-	--disable-docs
-	--disable-install-blobs
-	--disable-download
-	--python=/usr/bin/python3
-	# Debian 12's firmware: SeaBIOS, and the option ROMs -kernel loads
-	--firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
 )
 
 die() { echo "qemu.sh: $*" >&2; exit 1; }
@@ -330,30 +309,6 @@ build() {
 	echo "$obj/qemu-system-x86_64"
 }
 
-host() {
-	local res key tree obj hash
-	res=$(pristine)
-	key=${res%% *} tree=${res#* }
-	obj="$cache/obj/$key-host"
-	hash=$(printf '%s\n' "${host_configure_opts[@]}" | sha256sum | cut -c1-16)
-	if [ ! -f "$obj/build.ninja" ] ||
-	   [ "$(cat "$obj/.gmemuf-config" 2>/dev/null)" != "$hash" ]; then
-		log "CONFIG  the test VM's qemu in $obj"
-		rm -rf "$obj"
-		mkdir -p "$obj"
-		(cd "$obj" && "$tree/configure" "${host_configure_opts[@]}") \
-			>"$obj/configure.log" 2>&1 ||
-			{ tail -30 "$obj/configure.log" >&2; die "configure failed (log: $obj/configure.log)"; }
-		echo "$hash" >"$obj/.gmemuf-config"
-	fi
-	log "BUILD   the test VM's qemu-system-x86_64 (log: $obj/build.log)"
-	if ! ninja -C "$obj" -j"$jobs" qemu-system-x86_64 >"$obj/build.log" 2>&1; then
-		grep -E 'error|FAILED' "$obj/build.log" | head -40 >&2
-		die "the test VM's qemu did not build (log: $obj/build.log)"
-	fi
-	echo "$obj/qemu-system-x86_64"
-}
-
 # SeaBIOS and the option ROMs that -kernel and the q35/pc machines load.
 # None is patched by us: bookworm's are used as they are.
 firmware_files=(
@@ -449,10 +404,6 @@ tree)
 pristine)
 	with_lock
 	pristine
-	;;
-host)
-	with_lock
-	host
 	;;
 firmware)
 	firmware "${2:-}"
