@@ -223,7 +223,7 @@ shell: kernel initramfs
 	qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 4G -nographic -no-reboot \
 		-kernel $$(cat $(O)/bzImage-debug.path) \
 		-initrd $(O)/initramfs.cpio.gz \
-		-append "console=ttyS0 panic=-1 no5lvl gmemuf.mode=shell"
+		-append "console=ttyS0 panic=-1 no5lvl kvm_amd.vgif=0 gmemuf.mode=shell"
 
 patches: deps | $(O)
 	@scripts/patches.sh $(O)/patches
