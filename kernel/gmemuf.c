@@ -501,6 +501,9 @@ static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
 	 */
 	filemap_invalidate_lock(mapping);
 
+	/* Records of faults resolved since: see gmemuf_drop_resolved(). */
+	gmemuf_drop_resolved(uf);
+
 	/*
 	 * A task that found a page missing just before it was populated may
 	 * have posted a record after the populate cleared the posted bit;

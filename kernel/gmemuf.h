@@ -18,6 +18,7 @@
 #include <linux/wait.h>
 
 struct kvm_vcpu;
+struct seq_file;
 
 #ifdef CONFIG_KVM_GMEMUF
 struct gmemuf {
@@ -78,6 +79,8 @@ void gmemuf_destroy(struct inode *inode);
 int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags);
 int gmemuf_attach_handler(struct gmemuf *uf, struct file *gmem_file);
 void gmemuf_free_pending(struct gmemuf *uf);
+void gmemuf_drop_resolved(struct gmemuf *uf);
+void gmemuf_show_fdinfo(struct seq_file *m, struct file *file);
 vm_fault_t gmemuf_fault_user(struct vm_fault *vmf);
 int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 		      gfn_t gfn, u32 flags, unsigned long mmu_seq);
@@ -109,6 +112,7 @@ static inline u64 gmemuf_features(void)
 
 #define gmemuf_ioctl		NULL
 #define gmemuf_write_iter	NULL
+#define gmemuf_show_fdinfo	NULL
 #endif /* CONFIG_KVM_GMEMUF */
 
 /* Provided by guest_memfd.c. */

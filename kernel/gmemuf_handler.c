@@ -36,6 +36,7 @@
 #include <linux/file.h>
 #include <linux/io_uring/cmd.h>
 #include <linux/poll.h>
+#include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <uapi/linux/gmemuf.h>
@@ -227,6 +228,56 @@ int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags)
 	}
 	kfree(rec);
 	return 0;
+}
+
+/*
+ * Free the pending records whose pages are present: faults resolved before
+ * any handler saw them, as when a VMM populates on memory fault exits with
+ * no handler attached. The arm that calls this clears the posted bits, so
+ * that the next fault on each page posts afresh: without this, every arm
+ * would leave a record behind for each page faulted on since the last one,
+ * for as long as the file lives. Called with the mapping's invalidate_lock
+ * held exclusive, under which no present page goes missing. O(pending), as
+ * an arm is rare; the records it walks are bounded by the missing pages
+ * faulted on.
+ */
+void gmemuf_drop_resolved(struct gmemuf *uf)
+{
+	struct gmemuf_record *rec, *tmp;
+	LIST_HEAD(stale);
+
+	spin_lock(&uf->queue_lock);
+	list_for_each_entry_safe(rec, tmp, &uf->pending, node)
+		if (!gmemuf_missing(uf, rec->index))
+			list_move(&rec->node, &stale);
+	spin_unlock(&uf->queue_lock);
+
+	gmemuf_free_records(&stale);
+}
+
+/*
+ * /proc/<pid>/fdinfo/<fd> of a guest_memfd: for a userfault one, its
+ * handlers, and its records not delivered yet, counting those whose pages
+ * were populated since (freed when a handler next looks, or by an arm).
+ */
+void gmemuf_show_fdinfo(struct seq_file *m, struct file *file)
+{
+	struct gmemuf *uf = file_inode(file)->i_private;
+	struct gmemuf_record *rec;
+	unsigned long pending = 0;
+	unsigned int handlers;
+
+	if (!uf)
+		return;
+
+	spin_lock(&uf->queue_lock);
+	list_for_each_entry(rec, &uf->pending, node)
+		pending++;
+	handlers = uf->nr_handlers;
+	spin_unlock(&uf->queue_lock);
+
+	seq_printf(m, "gmemuf_handlers:\t%u\ngmemuf_pending:\t%lu\n",
+		   handlers, pending);
 }
 
 /*

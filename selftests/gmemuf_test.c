@@ -151,6 +151,25 @@ static void *unmapped_page(void)
 	return p;
 }
 
+/* A "name:\tvalue" line of /proc/self/fdinfo/@fd, or -1 if it has none. */
+static long fdinfo_field(int fd, const char *name)
+{
+	char path[64], line[256];
+	size_t len = strlen(name);
+	long value = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, len) && line[len] == ':')
+			value = strtol(line + len + 1, NULL, 10);
+	fclose(f);
+	return value;
+}
+
 static ssize_t populate(int fd, unsigned long page, unsigned int seed)
 {
 	static __thread char buf[PAGE];
@@ -790,6 +809,32 @@ TEST_F(uf, arm_zaps_and_refaults)
 	EXPECT_TRUE(check(t.copy, PAGE, 22));
 }
 
+/*
+ * Faults resolved with no handler attached (a VMM that populates on its
+ * memory fault exits does so) leave no record behind across arms: one is
+ * pending at a time, not one for every fault ever taken.
+ */
+TEST_F(uf, arms_leave_no_resolved_records)
+{
+	struct toucher t;
+	int i;
+
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_handlers"), 0);
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), 0);
+	for (i = 0; i < 20; i++) {
+		if (i)
+			ASSERT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ARM,
+					      3 * PAGE, PAGE, NULL), 0);
+		toucher_start(&t, self->mem + 3 * PAGE, false);
+		ASSERT_TRUE(wait_sleeping(t.tid));
+		EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), 1)
+			TH_LOG("after %d arms", i);
+		ASSERT_EQ(populate(self->fd, 3, 100 + i), PAGE);
+		toucher_join(&t);
+		EXPECT_TRUE(check(t.copy, PAGE, 100 + i));
+	}
+}
+
 TEST_F(uf, disarm_releases_waiters_with_zeroes)
 {
 	struct toucher t;
@@ -1269,10 +1314,13 @@ TEST_F(uf, faults_before_the_first_handler)
 
 	toucher_start(&t, self->mem + 50 * PAGE, false);
 	ASSERT_TRUE(wait_sleeping(t.tid));
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), 1);
 	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_handlers"), 1);
 	ASSERT_EQ(handler_fetch(&h, 16), 0);
 	ASSERT_EQ(handler_wait(&h, 10000), 1);
 	EXPECT_EQ(h.faults[0].offset, 50 * PAGE);
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), 0);
 	ASSERT_EQ(populate(self->fd, 50, 50), PAGE);
 	toucher_join(&t);
 	EXPECT_TRUE(check(t.copy, PAGE, 50));
