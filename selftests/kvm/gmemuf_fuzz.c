@@ -149,6 +149,7 @@ static bool opt_self_test;
 	X(populate) X(populate_bad) X(populate_race) X(arm) X(disarm)	\
 	X(zero) X(wake) X(bitmap) X(bitmap_exact) X(malformed)		\
 	X(handler) X(fetch) X(fetch_bad) X(records) X(cancel)		\
+	X(read) X(read_bad)						\
 	X(ring_exit) X(punch) X(allocate) X(touch) X(kernel_touch)	\
 	X(mmap) X(verify) X(memslot) X(convert) X(kick) X(create)	\
 	X(enospc) X(child) X(vcpu_read) X(vcpu_write) X(vcpu_exit)	\
@@ -1696,6 +1697,93 @@ static void handler_session(struct thr *t, u64 ms)
 	op_end(l, 0, 0);
 }
 
+/*
+ * A handler that reads its records instead of fetching them: poll() for
+ * them, read() them with buffers of any size, and sometimes with one too
+ * small or unwritable; serve each as a fetching handler does. The file is
+ * O_NONBLOCK, so that a read that finds nothing (another handler took the
+ * record, or its page was populated meanwhile) fails with EAGAIN.
+ */
+static void read_session(struct thr *t, u64 ms)
+{
+	struct ufile *f = pick_file(&t->rng);
+	struct gmemuf_fault *rec;
+	u64 end = now_ms() + ms;
+	struct pollfd pfd;
+	struct oplog *l;
+	ssize_t r;
+	size_t len;
+	int hfd, i;
+
+	rec = t->recbufs + (t->recbuf_next++ % RECBUFS) * FETCH_NR_MAX;
+	l = op_begin(OP_handler, f->idx, 0, 0);
+	hfd = ioctl(f->fd, GMEMUF_IOC_HANDLER, 0);
+	if (hfd < 0)
+		fail("HANDLER on file %d: errno %d", f->idx, errno);
+	if (fcntl(hfd, F_SETFL, O_NONBLOCK))
+		fail("F_SETFL O_NONBLOCK on a handler file: errno %d", errno);
+	op_end(l, hfd, 0);
+
+	while (now_ms() < end && !atomic_load(&W.stop)) {
+		int roll = below(&t->rng, 100);
+
+		if (roll < 5) {
+			/* Less than one record: EINVAL, and nothing taken. */
+			count(OP_read_bad);
+			len = below(&t->rng, sizeof(*rec));
+			r = read(hfd, rec, len);
+			if (r != -1 || errno != EINVAL)
+				fail("a read() of %zu bytes from a handler file returned %zd errno %d, wanted EINVAL",
+				     len, r, errno);
+			continue;
+		}
+		if (roll < 10) {
+			/* Unwritable: EFAULT, the records stay pending. */
+			count(OP_read_bad);
+			r = read(hfd, chance(&t->rng, 50) ? W.unmapped :
+				 W.readonly, sizeof(*rec));
+			if (r != -1 || (errno != EFAULT && errno != EAGAIN))
+				fail("a read() into an unwritable buffer returned %zd errno %d, wanted EFAULT or EAGAIN",
+				     r, errno);
+			continue;
+		}
+		pfd = (struct pollfd){ .fd = hfd, .events = POLLIN | POLLOUT };
+		r = poll(&pfd, 1, 20 + below(&t->rng, 200));
+		if (r < 0 && errno != EINTR)
+			fail("poll() of a handler file: errno %d", errno);
+		if (r > 0 && (pfd.revents & ~(POLLIN | POLLRDNORM)))
+			fail("poll() of a handler file gave revents 0x%x",
+			     pfd.revents);
+		if (r <= 0 && chance(&t->rng, 80))
+			continue;
+		/* Whole records, and a tail that no record fits in. */
+		len = sizeof(*rec) * (1 + below(&t->rng, FETCH_NR_MAX)) +
+			below(&t->rng, sizeof(*rec));
+		l = op_begin(OP_read, f->idx, 0, len / sizeof(*rec));
+		r = read(hfd, rec, len);
+		if (r < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				fail("read() of a handler file: errno %d", errno);
+			op_end(l, r, errno);
+			continue;
+		}
+		if (!r || r % sizeof(*rec) || r > (ssize_t)len)
+			fail("read() of %zu bytes from a handler file returned %zd",
+			     len, r);
+		count(OP_records);
+		for (i = 0; i < r / (ssize_t)sizeof(*rec); i++)
+			check_record(f, &rec[i]);
+		for (i = 0; i < r / (ssize_t)sizeof(*rec); i++)
+			serve(t, f, rec[i].offset / PG);
+		op_end(l, r, 0);
+	}
+
+	/* The end: its records still missing are pending again. */
+	l = op_begin(OP_ring_exit, f->idx, 0, 0);
+	close(hfd);
+	op_end(l, 0, 0);
+}
+
 /* 256 handlers per file, then ENOSPC. */
 static void enospc_op(struct thr *t, int fd)
 {
@@ -2222,8 +2310,10 @@ static void one_op(struct thr *t)
 		bitmap_op(t, true);
 	else if (roll < 530)
 		malformed_op(t);
-	else if (roll < 550)
+	else if (roll < 540)
 		handler_session(t, 50 + below(&t->rng, 500));
+	else if (roll < 550)
+		read_session(t, 50 + below(&t->rng, 500));
 	else if (roll < 590)
 		punch_op(t);
 	else if (roll < 690)
@@ -2294,8 +2384,12 @@ static void *handler_thread(void *arg)
 	struct thr *t = arg;
 
 	thr_setup(t);
-	while (now_ms() < W.deadline && !atomic_load(&W.stop))
-		handler_session(t, 500 + below(&t->rng, 3000));
+	while (now_ms() < W.deadline && !atomic_load(&W.stop)) {
+		if (chance(&t->rng, 30))
+			read_session(t, 500 + below(&t->rng, 3000));
+		else
+			handler_session(t, 500 + below(&t->rng, 3000));
+	}
 	atomic_store(&t->done, true);
 	return NULL;
 }
