@@ -16,7 +16,8 @@
  * good and bad source buffers; ARM, DISARM, ZERO, WAKE and GET_BITMAP; the
  * same with malformed arguments; handlers attached and closed, FETCH good
  * and malformed (unmapped and read-only buffers among them), cancelled, or
- * ended by the ring's exit; hole punch and allocation; touches of the
+ * ended by the ring's exit; handlers that poll() and read() their records
+ * instead, with short and unwritable buffers among them; hole punch and allocation; touches of the
  * mappings from user mode and from the kernel, and mappings made and
  * unmapped; memslots deleted and bound again; private/shared conversion;
  * vCPUs reading and writing pages, kicked by signals, and
