@@ -4,7 +4,8 @@
 # Turn the kernel side of gmemuf into a series of patches against the pinned
 # tree, the form in which kernel work is reviewed:
 #
-#   patches.sh <outdir>           write <outdir>/NNNN-*.patch (git am-able)
+#   patches.sh <outdir>           write <outdir>/NNNN-*.patch (git am-able),
+#                                 0000 a cover letter (kernel/cover-letter.txt)
 #   patches.sh --check <outdir>   run the tree's checkpatch.pl --strict on it
 #
 # kernel/patches/series lists the commits in order, one a line:
@@ -37,7 +38,8 @@ key=${res%% *} src=${res#* }
 
 if [ $check = 1 ]; then
 	shopt -s nullglob
-	set -- "$out"/*.patch
+	# The patches, not the cover letter, which has no diff to check.
+	set -- "$out"/[0-9][0-9][0-9][1-9]-*.patch
 	[ $# -gt 0 ] || { echo "  CHECK   no patches in $out"; exit 0; }
 	# checkpatch exits non-zero on any error, warning or (with --strict)
 	# check: the series must be clean of all three.
@@ -123,5 +125,12 @@ while read -r p paths; do
 		git commit-tree -p "$head" "$tree")
 done <<<"$entries"
 git update-ref refs/heads/gmemuf "$head"
-git format-patch -q --no-signature -o "$out" refs/heads/base..refs/heads/gmemuf
-echo "  PATCHES $(ls "$out"/*.patch | wc -l) in $out"
+# The cover letter's From: is the committer's.
+GIT_COMMITTER_NAME="gmemuf developers" GIT_COMMITTER_EMAIL=gmemuf@lists.invalid \
+	git format-patch -q --no-signature --cover-letter -o "$out" \
+	refs/heads/base..refs/heads/gmemuf
+# 0000: kernel/cover-letter.txt, with README.md's benchmark table, above
+# format-patch's shortlog and diffstat.
+python3 "$top/scripts/cover-letter.py" "$out/0000-cover-letter.patch" \
+	"$top/kernel/cover-letter.txt" "$top/README.md"
+echo "  PATCHES $(ls "$out"/*.patch | wc -l) in $out (0000 the cover letter)"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-only
 """Host-side tests of vmtest.py: the console scanner and the result parser,
-and of bench.py's report, on the sample logs of scripts/testdata/. They need
-no kernel and no VM."""
+and of bench.py's report, on the sample logs of scripts/testdata/; and of
+cover-letter.py. They need no kernel and no VM."""
 
+import importlib.util
 import io
 import os
 import sys
@@ -276,6 +277,46 @@ class EarlyEnd(unittest.TestCase):
         got = self.explain(["[ 9.0] gmemuf: fuzz begin"], None)
         self.assertIn("FAIL the VM ended early", got)
         self.assertNotIn("triple fault ---", got)
+
+
+class CoverLetter(unittest.TestCase):
+    """scripts/cover-letter.py fills format-patch's cover letter."""
+
+    def setUp(self):
+        spec = importlib.util.spec_from_file_location(
+            "cover_letter", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                         "cover-letter.py"))
+        self.cl = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.cl)
+
+    def test_fills_subject_blurb_and_bench(self):
+        readme = ("<!-- bench-begin -->\nMeasured today.\n\n"
+                  "| mode | n | rate icount | /uffd MISSING | KVM pf | exits "
+                  "| handler syscalls | ctx switches | p50 µs |\n"
+                  "|---|---|---|---|---|---|---|---|---|\n"
+                  "| `uffd_missing` | 1 | 3,835 | 1.00 | 1.00 | 1.01 | 2.00 "
+                  "| 2.00 | 253.63 |\n"
+                  "| `uffd_missing` | 4 | 9,999 | 1.00 | 1.00 | 1.01 | 2.00 "
+                  "| 2.00 | 253.63 |\n"
+                  "<!-- bench-end -->\n")
+        with tempfile.TemporaryDirectory() as d:
+            paths = [os.path.join(d, n) for n in ("0000", "tpl", "README")]
+            texts = ["Subject: [PATCH 0/1] *** SUBJECT HERE ***\n\n"
+                     "*** BLURB HERE ***\n\nA (1):\n  x\n",
+                     "The subject\nWhy.\n\n@BENCH@\n", readme]
+            for path, text in zip(paths, texts):
+                with open(path, "w") as f:
+                    f.write(text)
+            sys.argv = ["cover-letter.py"] + paths
+            self.cl.main()
+            with open(paths[0]) as f:
+                got = f.read()
+        self.assertIn("Subject: [PATCH 0/1] The subject\n", got)
+        self.assertIn("Why.", got)
+        self.assertRegex(got, r"uffd_missing +1 +3,835 +1.00")
+        self.assertNotIn("9,999", got)
+        self.assertIn("Measured today.", got)
+        self.assertIn("A (1):", got)
 
 
 class BenchReport(unittest.TestCase):
