@@ -156,6 +156,8 @@ static uint64_t read_back(struct restore *r, int fd)
 			err(1, "pread snapshot");
 		if (memcmp(page, r->vm.mem + gpa, sizeof(page)))
 			differ++;
+		/* Minutes for 400 MiB under a debug kernel on a loaded TCG. */
+		watchdog_progress();
 	}
 	return differ;
 }
