@@ -185,7 +185,8 @@ static int gmemuf_wake_vcpu(struct wait_queue_entry *wq_entry,
 
 /*
  * Sleep until page @index is populated or disarmed, its range is woken, or a
- * signal is pending: once, for the caller to retry the fault in any case.
+ * signal is pending: once. The caller maps the page if it is there, and
+ * retries the fault otherwise.
  *
  * Not under kvm->srcu: memslot updates wait for its readers, and this waits
  * for as long as userspace takes to fetch the page. But the vCPU is queued
@@ -217,11 +218,11 @@ static void gmemuf_wait_vcpu(struct kvm_vcpu *vcpu, struct gmemuf *uf,
  * A vCPU, or KVM on its behalf (KVM_PRE_FAULT_MEMORY), faulted at @gfn on
  * page @index of @file, a userfault guest_memfd, and kvm_gmem_get_pfn() found
  * it missing. Post the fault; then, in exit mode, return -EFAULT for a
- * memory-fault exit, or else wait for the page and return 0 for the fault to
- * be retried. A pending signal ends the wait at once; the retried fault
- * leaves KVM_RUN with EINTR before entering the guest, and posts nothing
- * new: the record is still out. Called with the vCPU's SRCU lock held; the
- * caller holds @file.
+ * memory-fault exit, or else wait for the page and return 0, for the caller
+ * to map the page if it is present then, and to retry the fault if not. A
+ * pending signal ends the wait at once; the retried fault leaves KVM_RUN with
+ * EINTR before entering the guest, and posts nothing new: the record is
+ * still out. Called with the vCPU's SRCU lock held; the caller holds @file.
  */
 int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 		      gfn_t gfn, u32 flags, unsigned long mmu_seq)
@@ -314,11 +315,13 @@ vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 /*
  * Populate the missing page @index, from @from or with zeroes if @from is
  * NULL. Returns 0, -EEXIST if the page is present, -EFAULT if @from could not
- * be read, or another error from allocating the folio. Called with the
- * mapping's invalidate_lock held shared.
+ * be read without a page fault, -EAGAIN if @nowait and the folio could not be
+ * had without blocking, or another error from allocating the folio. Called
+ * with the mapping's invalidate_lock held shared.
  */
 static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
-				pgoff_t index, struct iov_iter *from)
+				pgoff_t index, struct iov_iter *from,
+				bool nowait)
 {
 	struct folio *folio;
 	int r = 0;
@@ -326,7 +329,7 @@ static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
 	if (!gmemuf_missing(uf, index))
 		return -EEXIST;
 
-	folio = kvm_gmem_get_folio(inode, index);
+	folio = __kvm_gmem_get_folio(inode, index, nowait ? FGP_NOWAIT : 0);
 	if (IS_ERR(folio))
 		return PTR_ERR(folio);
 
@@ -349,7 +352,7 @@ static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
 		 */
 		if (copy_folio_from_iter_atomic(folio, 0, PAGE_SIZE, from) !=
 		    PAGE_SIZE) {
-			r = -EAGAIN;
+			r = -EFAULT;
 			goto out;
 		}
 	} else {
@@ -365,44 +368,74 @@ out:
 }
 
 /*
- * Populate [start, end) page by page. Returns the number of pages populated,
- * or the error of the first page if none was.
+ * The pages populated under one hold of invalidate_lock: few enough that an
+ * arm waiting for the lock waits for little, enough that taking the lock and
+ * faulting the source in cost nothing per page.
+ */
+#define GMEMUF_POPULATE_RUN	64
+
+/*
+ * Populate [start, end) a run of pages at a time: fault the source of the run
+ * in, take invalidate_lock, populate its pages in order, drop the lock.
+ * Returns the number of pages populated, or the error of the first page if
+ * none was. With @nowait (IOCB_NOWAIT), it stops with -EAGAIN where it would
+ * block: on invalidate_lock, which an arm holds exclusive, or on a folio it
+ * cannot lock or allocate at once. The source is faulted in as for any
+ * buffered write that is not to block.
  */
 static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
-			    pgoff_t start, pgoff_t end, struct iov_iter *from)
+			    pgoff_t start, pgoff_t end, struct iov_iter *from,
+			    bool nowait)
 {
 	struct address_space *mapping = inode->i_mapping;
-	pgoff_t index = start;
+	pgoff_t index = start, run_end;
+	size_t before, len;
 	int r = 0;
 
-	while (index < end) {
-		size_t before = from ? iov_iter_count(from) : 0;
-
+	while (index < end && !r) {
 		if (fatal_signal_pending(current)) {
 			r = -EINTR;
 			break;
 		}
 
-		/* Fault the whole source page in before taking any lock. */
-		if (from && fault_in_iov_iter_readable(from, PAGE_SIZE)) {
-			r = -EFAULT;
-			break;
+		/*
+		 * Fault the source of the run in before taking any lock, and
+		 * cut the run short where the source cannot be read.
+		 */
+		run_end = min_t(pgoff_t, end, index + GMEMUF_POPULATE_RUN);
+		if (from) {
+			len = (size_t)(run_end - index) << PAGE_SHIFT;
+			len -= fault_in_iov_iter_readable(from, len);
+			run_end = index + (len >> PAGE_SHIFT);
+			if (run_end == index) {
+				r = -EFAULT;
+				break;
+			}
 		}
 
-		filemap_invalidate_lock_shared(mapping);
-		r = gmemuf_populate_page(uf, inode, index, from);
+		if (!nowait) {
+			filemap_invalidate_lock_shared(mapping);
+		} else if (!filemap_invalidate_trylock_shared(mapping)) {
+			r = -EAGAIN;
+			break;
+		}
+		for (; index < run_end; index++) {
+			before = from ? iov_iter_count(from) : 0;
+			r = gmemuf_populate_page(uf, inode, index, from, nowait);
+			if (r == -EFAULT && from) {
+				/*
+				 * The source went away under us: fault it in
+				 * again, in the next run.
+				 */
+				iov_iter_revert(from,
+						before - iov_iter_count(from));
+				r = 0;
+				break;
+			}
+			if (r)
+				break;
+		}
 		filemap_invalidate_unlock_shared(mapping);
-
-		if (r == -EAGAIN) {
-			/* The source went away under us: fault it in again. */
-			iov_iter_revert(from, before - iov_iter_count(from));
-			cond_resched();
-			continue;
-		}
-		if (r)
-			break;
-
-		index++;
 		cond_resched();
 	}
 
@@ -428,7 +461,8 @@ ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from)
 		return -EINVAL;
 
 	done = gmemuf_populate(uf, inode, pos >> PAGE_SHIFT,
-			       (pos + len) >> PAGE_SHIFT, from);
+			       (pos + len) >> PAGE_SHIFT, from,
+			       iocb->ki_flags & IOCB_NOWAIT);
 	if (done <= 0)
 		return done;
 
@@ -563,7 +597,7 @@ static long gmemuf_ioctl_range(struct gmemuf *uf, struct inode *inode,
 	case GMEMUF_IOC_WAKE:
 		return gmemuf_wake(uf, start, end);
 	case GMEMUF_IOC_ZERO:
-		r = gmemuf_populate(uf, inode, start, end, NULL);
+		r = gmemuf_populate(uf, inode, start, end, NULL, false);
 		range.done = r > 0 ? (u64)r << PAGE_SHIFT : 0;
 		if (copy_to_user(argp, &range, sizeof(range)))
 			return -EFAULT;

@@ -13,6 +13,7 @@
 #include <linux/fs.h>
 #include <linux/kvm_types.h>
 #include <linux/mm_types.h>
+#include <linux/pagemap.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
 
@@ -111,6 +112,8 @@ static inline u64 gmemuf_features(void)
 #endif /* CONFIG_KVM_GMEMUF */
 
 /* Provided by guest_memfd.c. */
+struct folio *__kvm_gmem_get_folio(struct inode *inode, pgoff_t index,
+				   fgf_t fgp_flags);
 struct folio *kvm_gmem_get_folio(struct inode *inode, pgoff_t index);
 void kvm_gmem_truncate_range(struct inode *inode, pgoff_t start, pgoff_t end);
 

@@ -23,7 +23,10 @@
  *  arm_zaps_stage2: arming a page the guest has mapped makes its next
  *    access fault and see the page populated anew.
  *  memslot_delete_while_waiting, punch_hole_while_waiting: neither hangs,
- *    and neither maps the missing page.
+ *    and neither maps the missing page. memslot_delete_then_populate: a
+ *    populate after the memslot went away does not map the page through it.
+ *  one_kvm_fault_per_page: a vCPU that waited for a page maps it in the
+ *    same fault: one KVM page fault per missing page (KVM's pf_taken).
  *  conversion_while_waiting: a page converted from private to shared while
  *    a vCPU waits for it; GMEMUF_IOC_WAKE, or populating the private page,
  *    has the vCPU run its fault again and read the shared page.
@@ -1002,6 +1005,136 @@ TEST_F_TIMEOUT(vcpu, memslot_delete_while_waiting, UF_TIMEOUT)
 	TEST_ASSERT_EQ(s.ctx.nr_reads, 0);
 	expect_no_record(&s.h);
 	TEST_ASSERT_EQ(count_missing(s.fd, 0, SMALL_SIZE, NULL), SMALL_PAGES);
+	small_vm_destroy(&s);
+}
+
+/*
+ * Populating the page after its memslot was deleted ends the wait; the vCPU
+ * runs its fault again against the memslots as they are now, and does not
+ * map the page through the slot it faulted on, which is gone.
+ */
+TEST_F_TIMEOUT(vcpu, memslot_delete_then_populate, UF_TIMEOUT)
+{
+	struct small_vm s;
+
+	small_vm_create(&s, guest_read_words, 1, 1);
+	vcpu_start(&s.ctx, s.vcpu);
+	expect_one_record(&s.h, 0, false);
+
+	vm_set_user_memory_region2(s.vm, UF_SLOT, KVM_MEM_GUEST_MEMFD, UF_GPA,
+				   0, NULL, s.fd, 0);
+	expect_still_waiting(&s.ctx);
+
+	TEST_ASSERT_EQ(populate(s.fd, 0), 0);
+	vcpu_join(&s.ctx);
+	TEST_ASSERT(s.ctx.rc == RC_BAD_EXIT &&
+		    s.ctx.exit_reason == KVM_EXIT_MMIO &&
+		    s.ctx.mmio_addr == UF_GPA,
+		    "Exit reason %u (%s) at 0x%lx, rc %d; wanted MMIO at 0x%lx",
+		    s.ctx.exit_reason, exit_reason_str(s.ctx.exit_reason),
+		    s.ctx.mmio_addr, s.ctx.rc, UF_GPA);
+	TEST_ASSERT_EQ(s.ctx.nr_reads, 0);
+	expect_no_record(&s.h);
+	small_vm_destroy(&s);
+}
+
+/*
+ * The guest of one_kvm_fault_per_page: two rounds of the same code, each
+ * reading and checking @npages pages, the first round's present, the
+ * second's missing, with a ucall before and after each round. The first
+ * round faults in the code, stack, ucall and page-table pages that the
+ * second one uses, so that the second round's only page faults are those
+ * on its own pages.
+ */
+static void guest_two_rounds(u64 gva, u64 npages)
+{
+	u64 csum, round, p, off;
+
+	for (round = 0; round < 2; round++) {
+		GUEST_SYNC2(STAGE_READ, round);
+		csum = CSUM_INIT;
+		for (p = round * npages; p < (round + 1) * npages; p++) {
+			off = p * PAGE_SIZE;
+			csum = guest_check_page((u64 *)(gva + off), off,
+						SEED_HOST, csum);
+		}
+		GUEST_SYNC2(STAGE_CSUM, csum);
+	}
+	GUEST_DONE();
+}
+
+/* Run the vCPU to its next ucall, which must be a SYNC of @stage. */
+static u64 run_to_sync(struct kvm_vcpu *vcpu, u64 stage)
+{
+	struct ucall uc;
+
+	vcpu_run(vcpu);
+	switch (get_ucall(vcpu, &uc)) {
+	case UCALL_SYNC:
+		TEST_ASSERT(uc.args[0] == stage, "SYNC of stage %lu, wanted %lu",
+			    uc.args[0], stage);
+		return uc.args[1];
+	case UCALL_ABORT:
+		REPORT_GUEST_ASSERT(uc);
+	default:
+		TEST_FAIL("Unexpected ucall %lu, exit reason %u (%s)", uc.cmd,
+			  vcpu->run->exit_reason,
+			  exit_reason_str(vcpu->run->exit_reason));
+	}
+	return 0;
+}
+
+/*
+ * A vCPU that waits for a missing page maps it in the same fault once it is
+ * populated, as a GUP that waits on a userfaultfd does: one KVM page fault
+ * per page, not a second one when the guest runs the access again.
+ */
+TEST_F_TIMEOUT(vcpu, one_kvm_fault_per_page, UF_TIMEOUT)
+{
+	const u64 npages = SMALL_PAGES / 2;
+	u64 csum = CSUM_INIT, off, pf_before, pf_after, fixed_before;
+	u64 fixed_after;
+	struct server srv;
+	struct small_vm s;
+
+	small_vm_create(&s, guest_two_rounds, 0, 0);
+	vcpu_args_set(s.vcpu, 2, UF_GPA, npages);
+	for (off = 0; off < npages * PAGE_SIZE; off += PAGE_SIZE)
+		TEST_ASSERT_EQ(populate(s.fd, off), 0);
+
+	server_init(&srv, s.fd, false);
+	handler_open(&srv.h, s.fd);
+	TEST_ASSERT(!pthread_create(&srv.thread, NULL, server_thread, &srv),
+		    "pthread_create failed");
+
+	/* The first round, on present pages. */
+	TEST_ASSERT_EQ(run_to_sync(s.vcpu, STAGE_READ), 0);
+	run_to_sync(s.vcpu, STAGE_CSUM);
+
+	/* The second, on missing pages that the server populates. */
+	TEST_ASSERT_EQ(run_to_sync(s.vcpu, STAGE_READ), 1);
+	pf_before = vcpu_get_stat(s.vcpu, pf_taken);
+	fixed_before = vcpu_get_stat(s.vcpu, pf_fixed);
+	for (off = npages * PAGE_SIZE; off < SMALL_SIZE; off += sizeof(u64))
+		csum = pattern_csum(csum, pattern_word(SEED_HOST, off));
+	TEST_ASSERT_EQ(run_to_sync(s.vcpu, STAGE_CSUM), csum);
+	pf_after = vcpu_get_stat(s.vcpu, pf_taken);
+	fixed_after = vcpu_get_stat(s.vcpu, pf_fixed);
+
+	__atomic_store_n(&srv.stop, true, __ATOMIC_RELEASE);
+	pthread_join(srv.thread, NULL);
+	handler_close(&srv.h);
+
+	TEST_ASSERT(pf_after - pf_before == npages &&
+		    fixed_after - fixed_before == npages,
+		    "%lu KVM page faults (%lu fixed) for %lu missing pages, wanted one each",
+		    pf_after - pf_before, fixed_after - fixed_before, npages);
+	TEST_ASSERT(!srv.fetch_err && !srv.bad_records && !srv.dups &&
+		    !srv.populate_err && srv.records == npages,
+		    "The server got %u records (%u bad, %u duplicates), fetch error %d, populate error %d; wanted %lu",
+		    srv.records, srv.bad_records, srv.dups, srv.fetch_err,
+		    srv.populate_err, npages);
+	TEST_ASSERT_EQ(count_missing(s.fd, 0, SMALL_SIZE, NULL), 0);
 	small_vm_destroy(&s);
 }
 
