@@ -37,7 +37,9 @@
  *  stats_wait_mode, stats_exit_mode: KVM's binary stats count exactly the
  *    faults, exits, waits and wait time of a vCPU that touches missing
  *    pages, and the records posted and pages populated of its VM; the
- *    region tests check them too.
+ *    region tests and others check them too. stats_exit_again: KVM_RUN
+ *    entered again before the page is there exits, and counts, again,
+ *    with no second fault posted.
  *  tracepoints: the gmemuf events of a vCPU's fault fetched and populated,
  *    and of a task's fault on a mapping read() and zero-filled, each once,
  *    with the file's inode number, the offset and the flags.
@@ -956,6 +958,9 @@ TEST_F_TIMEOUT(vcpu, signal_kick_no_second_record, UF_TIMEOUT)
 	TEST_ASSERT(!s.ctx.eintr_bad_reason,
 		    "%u of %u EINTRs came without KVM_EXIT_INTR",
 		    s.ctx.eintr_bad_reason, s.ctx.eintr);
+	/* Its fault ran again after each signal, and posted once. */
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), 1);
 
 	/* Still the one record, and only the touched page is present. */
 	expect_no_record(&s.h);
@@ -1004,6 +1009,10 @@ TEST_F_TIMEOUT(vcpu, vcpu_and_mmap_one_record, UF_TIMEOUT)
 	TEST_ASSERT_EQ(s.ctx.reads[0], want);
 	TEST_ASSERT_EQ(reader.val, want);
 	expect_no_record(&s.h);
+	/* The vCPU posted; the task found the record out. */
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), 1);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_populated), 1);
 	small_vm_destroy(&s);
 }
 
@@ -1345,6 +1354,9 @@ TEST_F_TIMEOUT(vcpu, pre_fault_memory_waits, UF_TIMEOUT)
 		    "KVM_PRE_FAULT_MEMORY returned %d, errno %d, %llu bytes left",
 		    pf.r, pf.err, pf.range.size);
 	expect_no_record(&s.h);
+	/* KVM's faults on the vCPU's behalf count on the vCPU. */
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 2);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_exits), 0);
 	small_vm_destroy(&s);
 }
 
@@ -1575,6 +1587,46 @@ TEST_F_TIMEOUT(vcpu, stats_exit_mode, UF_TIMEOUT)
 	small_vm_destroy(&s);
 }
 
+/*
+ * Entering KVM_RUN again before the page is there exits again: a second
+ * exit, not a second fault posted.
+ */
+TEST_F_TIMEOUT(vcpu, stats_exit_again, UF_TIMEOUT)
+{
+	struct small_vm s;
+	struct ucall uc;
+	int i, r;
+
+	__small_vm_create(&s, guest_read_words, 1, 1,
+			  UF_SHARED_FLAGS | GUEST_MEMFD_FLAG_USERFAULT_EXIT);
+	for (i = 0; i < 2; i++) {
+		r = __vcpu_run(s.vcpu);
+		TEST_ASSERT(r == -1 && errno == EFAULT &&
+			    s.vcpu->run->exit_reason == KVM_EXIT_MEMORY_FAULT &&
+			    s.vcpu->run->memory_fault.gpa == UF_GPA &&
+			    (s.vcpu->run->memory_fault.flags &
+			     KVM_MEMORY_EXIT_FLAG_USERFAULT),
+			    "KVM_RUN %d returned %d, errno %d, exit reason %u, gpa 0x%llx, flags 0x%llx; wanted a userfault exit at 0x%lx",
+			    i, r, errno, s.vcpu->run->exit_reason,
+			    s.vcpu->run->memory_fault.gpa,
+			    s.vcpu->run->memory_fault.flags, UF_GPA);
+	}
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_exits), 2);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_waits), 0);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), 1);
+	expect_one_record(&s.h, 0, false);
+
+	TEST_ASSERT_EQ(populate(s.fd, 0), 0);
+	vcpu_run(s.vcpu);
+	TEST_ASSERT_EQ(get_ucall(s.vcpu, &uc), UCALL_SYNC);
+	TEST_ASSERT_EQ(uc.args[1], pattern_word(SEED_HOST, 0));
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_exits), 2);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_populated), 1);
+	small_vm_destroy(&s);
+}
+
 static void trace_write(const char *file, const char *val)
 {
 	char path[256];
@@ -1714,6 +1766,10 @@ TEST_F_TIMEOUT(vcpu, tracepoints, UF_TIMEOUT)
 		TEST_ASSERT(matched == 1, "The event '%s' came %d times", want,
 			    matched);
 	}
+	/* A record from the vCPU, one from the task: both count per VM. */
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), 2);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_populated), 2);
 	small_vm_destroy(&s);
 }
 
