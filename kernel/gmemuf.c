@@ -36,6 +36,9 @@
 
 #include "gmemuf.h"
 
+#define CREATE_TRACE_POINTS
+#include "gmemuf_trace.h"
+
 static inline struct gmemuf *GMEMUF(struct inode *inode)
 {
 	return inode->i_private;
@@ -112,7 +115,7 @@ static pgoff_t gmemuf_bits_change(unsigned long *map, pgoff_t start,
 	return start;
 }
 
-int gmemuf_create(struct inode *inode, u64 flags)
+int gmemuf_create(struct kvm *kvm, struct inode *inode, u64 flags)
 {
 	loff_t size = i_size_read(inode);
 	pgoff_t nr_pages = size >> PAGE_SHIFT;
@@ -137,6 +140,8 @@ int gmemuf_create(struct inode *inode, u64 flags)
 	memset(uf->missing, 0xff, BITS_TO_LONGS(nr_pages) * sizeof(long));
 	if (nr_pages % BITS_PER_LONG)
 		uf->missing[BIT_WORD(nr_pages)] &= BITMAP_LAST_WORD_MASK(nr_pages);
+	uf->kvm = kvm;
+	uf->ino = inode->i_ino;
 	spin_lock_init(&uf->queue_lock);
 	INIT_LIST_HEAD(&uf->pending);
 	INIT_LIST_HEAD(&uf->parked);
@@ -207,8 +212,14 @@ static void gmemuf_wait_vcpu(struct kvm_vcpu *vcpu, struct gmemuf *uf,
 	prepare_to_wait(wq, &wbq_entry.wq_entry, TASK_INTERRUPTIBLE);
 	if (gmemuf_missing(uf, index) && !signal_pending(current) &&
 	    !mmu_invalidate_retry_gfn_unsafe(vcpu->kvm, mmu_seq, gfn)) {
+		u64 start;
+
+		/* Counted once committed to sleep, before any wake-up. */
+		++vcpu->stat.generic.gmemuf_waits;
 		kvm_vcpu_srcu_read_unlock(vcpu);
+		start = ktime_get_ns();
 		schedule();
+		vcpu->stat.generic.gmemuf_wait_ns += ktime_get_ns() - start;
 		kvm_vcpu_srcu_read_lock(vcpu);
 	}
 	finish_wait(wq, &wbq_entry.wq_entry);
@@ -237,14 +248,20 @@ int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 	if (!gmemuf_missing(uf, index))
 		return 0;
 
-	r = gmemuf_post(uf, index, flags | GMEMUF_FAULT_VCPU);
-	if (r)
+	flags |= GMEMUF_FAULT_VCPU;
+	r = gmemuf_post(uf, index, flags);
+	if (r < 0)
 		return r;
+	if (r)
+		++vcpu->stat.generic.gmemuf_faults;
 
-	if (uf->vcpu_exit)
+	if (uf->vcpu_exit) {
+		++vcpu->stat.generic.gmemuf_exits;
 		return -EFAULT;
+	}
 
 	gmemuf_wait_vcpu(vcpu, uf, index, gfn, mmu_seq);
+	trace_gmemuf_wake(uf->ino, index, flags, !gmemuf_missing(uf, index));
 	return 0;
 }
 
@@ -284,7 +301,7 @@ vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 		flags |= GMEMUF_FAULT_EXEC;
 	flags |= vmf->flags & FAULT_FLAG_USER ? GMEMUF_FAULT_MMAP_USER :
 						GMEMUF_FAULT_MMAP_KERNEL;
-	if (gmemuf_post(uf, index, flags))
+	if (gmemuf_post(uf, index, flags) < 0)
 		return VM_FAULT_OOM;
 
 	if (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)
@@ -307,6 +324,7 @@ vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 	get_file(file);
 	release_fault_lock(vmf);
 	wait_on_bit(gmemuf_word(uf, index), gmemuf_bit(index), state);
+	trace_gmemuf_wake(uf->ino, index, flags, !gmemuf_missing(uf, index));
 	fput(file);
 
 	return VM_FAULT_RETRY;
@@ -361,6 +379,7 @@ static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
 
 	folio_mark_uptodate(folio);
 	gmemuf_resolve(uf, index);
+	trace_gmemuf_populate(uf->ino, index, !from);
 out:
 	folio_unlock(folio);
 	folio_put(folio);
@@ -439,7 +458,10 @@ static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 		cond_resched();
 	}
 
-	return index > start ? index - start : r;
+	if (index == start)
+		return r;
+	atomic64_add(index - start, &uf->kvm->stat.generic.gmemuf_populated);
+	return index - start;
 }
 
 ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from)

@@ -22,6 +22,14 @@ struct seq_file;
 
 #ifdef CONFIG_KVM_GMEMUF
 struct gmemuf {
+	/*
+	 * The VM the file was created for, whose stats count its faults and
+	 * populates: alive while the file is, as the file holds a reference.
+	 */
+	struct kvm *kvm;
+	/* The file's inode number, which names it in tracepoints. */
+	unsigned long ino;
+
 	/* One bit per page, set while the page is missing. */
 	unsigned long *missing;
 	/* One bit per page, set while a record of a fault on it is out. */
@@ -74,7 +82,7 @@ static inline bool gmemuf_page_missing(struct inode *inode, pgoff_t index)
 	return unlikely(uf) && gmemuf_missing(uf, index);
 }
 
-int gmemuf_create(struct inode *inode, u64 flags);
+int gmemuf_create(struct kvm *kvm, struct inode *inode, u64 flags);
 void gmemuf_destroy(struct inode *inode);
 int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags);
 int gmemuf_attach_handler(struct gmemuf *uf, struct file *gmem_file);
@@ -88,7 +96,8 @@ long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg);
 ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from);
 u64 gmemuf_features(void);
 #else
-static inline int gmemuf_create(struct inode *inode, u64 flags)
+static inline int gmemuf_create(struct kvm *kvm, struct inode *inode,
+				u64 flags)
 {
 	return -EINVAL;
 }

@@ -35,6 +35,7 @@
 #include <linux/anon_inodes.h>
 #include <linux/file.h>
 #include <linux/io_uring/cmd.h>
+#include <linux/kvm_host.h>
 #include <linux/poll.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
@@ -42,6 +43,7 @@
 #include <uapi/linux/gmemuf.h>
 
 #include "gmemuf.h"
+#include "gmemuf_trace.h"
 
 #define GMEMUF_MAX_HANDLERS	256
 
@@ -181,6 +183,10 @@ static void gmemuf_queue(struct gmemuf *uf, struct gmemuf_record *rec)
 {
 	struct io_uring_cmd *cmd;
 
+	/* Before it is queued: once it is, a handler may free it any time. */
+	atomic64_inc(&uf->kvm->stat.generic.gmemuf_posted);
+	trace_gmemuf_post(uf->ino, rec->index, rec->flags);
+
 	spin_lock(&uf->queue_lock);
 	list_add_tail(&rec->node, &uf->pending);
 	cmd = gmemuf_take_parked(uf);
@@ -189,6 +195,10 @@ static void gmemuf_queue(struct gmemuf *uf, struct gmemuf_record *rec)
 	gmemuf_wake_readers(uf);
 }
 
+/*
+ * Post a record of a fault on page @index, unless one is out already or the
+ * page is present by now. Returns 1 if this posted it, 0 if not, -ENOMEM.
+ */
 int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags)
 {
 	struct gmemuf_record *rec;
@@ -210,7 +220,7 @@ int gmemuf_post(struct gmemuf *uf, pgoff_t index, u32 flags)
 		smp_mb__after_atomic();
 		if (gmemuf_missing(uf, index)) {
 			gmemuf_queue(uf, rec);
-			return 0;
+			return 1;
 		}
 		/*
 		 * Populated since the caller looked, and perhaps about to be
@@ -283,10 +293,10 @@ void gmemuf_show_fdinfo(struct seq_file *m, struct file *file)
 /*
  * Write up to @nr pending records to @ubuf and move them to the handler's
  * delivered records. Returns how many, 0 if none was left, or an error
- * with the records pending again.
+ * with the records pending again. @read: for read(), not a fetch.
  */
 static int gmemuf_fill(struct gmemuf_handler *h,
-		       struct gmemuf_fault __user *ubuf, u32 nr)
+		       struct gmemuf_fault __user *ubuf, u32 nr, bool read)
 {
 	struct gmemuf *uf = h->uf;
 	struct gmemuf_record *rec, *tmp;
@@ -323,6 +333,12 @@ static int gmemuf_fill(struct gmemuf_handler *h,
 		}
 	}
 
+	/* While the batch is still this handler's alone. */
+	if (trace_gmemuf_deliver_enabled())
+		list_for_each_entry(rec, &batch, node)
+			trace_gmemuf_deliver(uf->ino, rec->index, rec->flags,
+					     read);
+
 	spin_lock(&uf->queue_lock);
 	list_splice_tail(&batch, &h->delivered);
 	spin_unlock(&uf->queue_lock);
@@ -355,7 +371,8 @@ static void gmemuf_fetch_tw(struct io_tw_req tw_req, io_tw_token_t tw)
 
 	/* The task is exiting: its buffer must not be written. */
 	r = tw.cancel ? -ECANCELED :
-			gmemuf_fill(h, u64_to_user_ptr(pdu->addr), pdu->nr);
+			gmemuf_fill(h, u64_to_user_ptr(pdu->addr), pdu->nr,
+				    false);
 
 	spin_lock(&uf->queue_lock);
 	h->busy = false;
@@ -549,7 +566,7 @@ static ssize_t gmemuf_handler_read(struct file *file, char __user *buf,
 	gmemuf_prune(h);
 
 	for (;;) {
-		n = gmemuf_fill(h, (struct gmemuf_fault __user *)buf, nr);
+		n = gmemuf_fill(h, (struct gmemuf_fault __user *)buf, nr, true);
 		if (n)
 			break;
 		if (file->f_flags & O_NONBLOCK)

@@ -34,6 +34,15 @@
  *    their faults and waits for them; pre_fault_memory_memslot_deleted: it
  *    returns EAGAIN if a memslot went away while it waited.
  *  killed_with_vcpus_waiting: a VMM killed while its vCPUs wait dies.
+ *  stats_wait_mode, stats_exit_mode: KVM's binary stats count exactly the
+ *    faults, exits, waits and wait time of a vCPU that touches missing
+ *    pages, and the records posted and pages populated of its VM; the
+ *    region tests and others check them too. stats_exit_again: KVM_RUN
+ *    entered again before the page is there exits, and counts, again,
+ *    with no second fault posted.
+ *  tracepoints: the gmemuf events of a vCPU's fault fetched and populated,
+ *    and of a task's fault on a mapping read() and zero-filled, each once,
+ *    with the file's inode number, the offset and the flags.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +55,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <liburing.h>
@@ -103,6 +113,11 @@
 #define SERVE_POLL_MS		50
 #define SERVE_DRAIN_MS		300
 #define VCPU_JOIN_S		80
+
+/* The pages of the stats and tracepoint tests: one vCPU reads each once. */
+#define STATS_PAGES		8
+#define TRACE_DIR		"/sys/kernel/tracing"
+#define TRACE_INSTANCE		TRACE_DIR "/instances/gmemuf_vcpu_test"
 
 #define STAGE_CSUM		1
 #define STAGE_READ		2
@@ -540,6 +555,35 @@ static void vcpu_check_done(struct vcpu_ctx *c, int idx)
 }
 
 /*
+ * The gmemuf stats of a vCPU that alone touched @npages missing pages: one
+ * fault posted per page; in exit mode, an exit for each, as its thread
+ * saw, which entered KVM_RUN again only once the page was there, and no
+ * wait; in wait mode no exit, and at most one wait per page (none where the
+ * page came before the vCPU went to sleep: no signal or wake ends a sleep
+ * early here), which took time.
+ */
+static void vcpu_check_stats(struct vcpu_ctx *c, int idx, u64 npages)
+{
+	u64 faults = vcpu_get_stat(c->vcpu, gmemuf_faults);
+	u64 exits = vcpu_get_stat(c->vcpu, gmemuf_exits);
+	u64 waits = vcpu_get_stat(c->vcpu, gmemuf_waits);
+	u64 wait_ns = vcpu_get_stat(c->vcpu, gmemuf_wait_ns);
+
+	TEST_ASSERT(faults == npages,
+		    "vCPU %d: gmemuf_faults %lu for %lu missing pages", idx,
+		    faults, npages);
+	if (c->exit_mode)
+		TEST_ASSERT(exits == faults && exits == c->uf_exits &&
+			    !waits && !wait_ns,
+			    "vCPU %d: gmemuf_exits %lu, gmemuf_waits %lu, gmemuf_wait_ns %lu for %lu faults and %u userfault exits",
+			    idx, exits, waits, wait_ns, faults, c->uf_exits);
+	else
+		TEST_ASSERT(!exits && waits <= faults && !waits == !wait_ns,
+			    "vCPU %d: gmemuf_exits %lu, gmemuf_waits %lu, gmemuf_wait_ns %lu for %lu faults",
+			    idx, exits, waits, wait_ns, faults);
+}
+
+/*
  * The handler of the region tests: fetch records, check each, populate its
  * page, until told to stop or, with @until_all, until every page is seen;
  * then drain for SERVE_DRAIN_MS so that a late duplicate is seen.
@@ -681,12 +725,12 @@ struct small_vm {
 	struct vcpu_ctx ctx;
 };
 
-static void small_vm_create(struct small_vm *s, void *guest, u64 npages,
-			    u64 times)
+static void __small_vm_create(struct small_vm *s, void *guest, u64 npages,
+			      u64 times, u64 gmem_flags)
 {
 	memset(s, 0, sizeof(*s));
 	s->vm = vm_create_with_one_vcpu(&s->vcpu, guest);
-	s->fd = vm_create_guest_memfd(s->vm, SMALL_SIZE, UF_SHARED_FLAGS);
+	s->fd = vm_create_guest_memfd(s->vm, SMALL_SIZE, gmem_flags);
 	s->mem = kvm_mmap(SMALL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
 			  s->fd);
 	vm_set_user_memory_region2(s->vm, UF_SLOT, KVM_MEM_GUEST_MEMFD, UF_GPA,
@@ -694,6 +738,12 @@ static void small_vm_create(struct small_vm *s, void *guest, u64 npages,
 	virt_map(s->vm, UF_GPA, UF_GPA, SMALL_PAGES);
 	vcpu_args_set(s->vcpu, 3, UF_GPA, npages, times);
 	handler_open(&s->h, s->fd);
+}
+
+static void small_vm_create(struct small_vm *s, void *guest, u64 npages,
+			    u64 times)
+{
+	__small_vm_create(s, guest, npages, times, UF_SHARED_FLAGS);
 }
 
 static void small_vm_destroy(struct small_vm *s)
@@ -833,6 +883,12 @@ TEST_F_TIMEOUT(region, every_page_on_demand, UF_TIMEOUT)
 	server_check(&srv);
 	TEST_ASSERT_EQ(count_missing(fd, 0, UF_SIZE, NULL), 0);
 
+	for (i = 0; i < NR_VCPUS; i++)
+		vcpu_check_stats(&ctx[i], i, PAGES_PER_VCPU);
+	/* One record per page, whoever fetched it; every page populated. */
+	TEST_ASSERT_EQ(vm_get_stat(vm, gmemuf_posted), NR_PAGES);
+	TEST_ASSERT_EQ(vm_get_stat(vm, gmemuf_populated), NR_PAGES);
+
 	if (variant->private) {
 		for (i = 0; i < UF_SIZE; i++)
 			TEST_ASSERT(shared[i] == SHARED_POISON,
@@ -902,6 +958,9 @@ TEST_F_TIMEOUT(vcpu, signal_kick_no_second_record, UF_TIMEOUT)
 	TEST_ASSERT(!s.ctx.eintr_bad_reason,
 		    "%u of %u EINTRs came without KVM_EXIT_INTR",
 		    s.ctx.eintr_bad_reason, s.ctx.eintr);
+	/* Its fault ran again after each signal, and posted once. */
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), 1);
 
 	/* Still the one record, and only the touched page is present. */
 	expect_no_record(&s.h);
@@ -950,6 +1009,10 @@ TEST_F_TIMEOUT(vcpu, vcpu_and_mmap_one_record, UF_TIMEOUT)
 	TEST_ASSERT_EQ(s.ctx.reads[0], want);
 	TEST_ASSERT_EQ(reader.val, want);
 	expect_no_record(&s.h);
+	/* The vCPU posted; the task found the record out. */
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), 1);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_populated), 1);
 	small_vm_destroy(&s);
 }
 
@@ -1291,6 +1354,9 @@ TEST_F_TIMEOUT(vcpu, pre_fault_memory_waits, UF_TIMEOUT)
 		    "KVM_PRE_FAULT_MEMORY returned %d, errno %d, %llu bytes left",
 		    pf.r, pf.err, pf.range.size);
 	expect_no_record(&s.h);
+	/* KVM's faults on the vCPU's behalf count on the vCPU. */
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 2);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_exits), 0);
 	small_vm_destroy(&s);
 }
 
@@ -1386,6 +1452,325 @@ TEST_F_TIMEOUT(vcpu, killed_with_vcpus_waiting, UF_TIMEOUT)
 	TEST_ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
 		    "The VMM ended with status 0x%x", status);
 	close(ready[0]);
+}
+
+/* Poll the vCPU's gmemuf_waits until it is @want, for up to RECORD_MS. */
+static void wait_for_waits(struct kvm_vcpu *vcpu, u64 want)
+{
+	u64 waits = 0;
+	int ms;
+
+	for (ms = 0; ms < RECORD_MS; ms++) {
+		waits = vcpu_get_stat(vcpu, gmemuf_waits);
+		if (waits >= want)
+			break;
+		usleep(1000);
+	}
+	TEST_ASSERT(waits == want, "gmemuf_waits is %lu, wanted %lu", waits,
+		    want);
+}
+
+/* The stats of a VM and its vCPU that have not touched a missing page. */
+static void expect_zero_stats(struct small_vm *s)
+{
+	TEST_ASSERT_EQ(vcpu_get_stat(s->vcpu, gmemuf_faults), 0);
+	TEST_ASSERT_EQ(vcpu_get_stat(s->vcpu, gmemuf_exits), 0);
+	TEST_ASSERT_EQ(vcpu_get_stat(s->vcpu, gmemuf_waits), 0);
+	TEST_ASSERT_EQ(vcpu_get_stat(s->vcpu, gmemuf_wait_ns), 0);
+	TEST_ASSERT_EQ(vm_get_stat(s->vm, gmemuf_posted), 0);
+	TEST_ASSERT_EQ(vm_get_stat(s->vm, gmemuf_populated), 0);
+}
+
+/* The guest read STATS_PAGES pages of the host's pattern, in order. */
+static void expect_stats_reads(struct vcpu_ctx *c)
+{
+	int p;
+
+	vcpu_check_done(c, 0);
+	TEST_ASSERT_EQ(c->nr_reads, STATS_PAGES);
+	for (p = 0; p < STATS_PAGES; p++)
+		TEST_ASSERT(c->reads[p] == pattern_word(SEED_HOST, p * PAGE_SIZE),
+			    "The guest read 0x%lx from page %d, wanted 0x%lx",
+			    c->reads[p], p,
+			    pattern_word(SEED_HOST, p * PAGE_SIZE));
+}
+
+/*
+ * Each page is populated only once the vCPU is asleep waiting for it, as
+ * its gmemuf_waits shows, so that every fault makes exactly one wait. Pages
+ * populated by no fault, and populates that find the page present, count
+ * in gmemuf_populated or not as they populate.
+ */
+TEST_F_TIMEOUT(vcpu, stats_wait_mode, UF_TIMEOUT)
+{
+	struct gmemuf_range zero = {
+		.offset = STATS_PAGES * PAGE_SIZE,
+		.len = 2 * PAGE_SIZE,
+	};
+	struct small_vm s;
+	u64 wait_ns;
+	int p;
+
+	small_vm_create(&s, guest_read_words, STATS_PAGES, 1);
+	expect_zero_stats(&s);
+	vcpu_start(&s.ctx, s.vcpu);
+	for (p = 0; p < STATS_PAGES; p++) {
+		expect_one_record(&s.h, p * PAGE_SIZE, false);
+		wait_for_waits(s.vcpu, p + 1);
+		TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), p + 1);
+		TEST_ASSERT_EQ(populate(s.fd, p * PAGE_SIZE), 0);
+	}
+	vcpu_join(&s.ctx);
+	expect_stats_reads(&s.ctx);
+
+	wait_ns = vcpu_get_stat(s.vcpu, gmemuf_wait_ns);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), STATS_PAGES);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_waits), STATS_PAGES);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_exits), 0);
+	TEST_ASSERT(wait_ns > 0, "gmemuf_wait_ns is 0 after %d waits",
+		    STATS_PAGES);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), STATS_PAGES);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_populated), STATS_PAGES);
+
+	/* Two pages that nobody touched, zero-filled; one present already. */
+	TEST_ASSERT(!ioctl(s.fd, GMEMUF_IOC_ZERO, &zero),
+		    "GMEMUF_IOC_ZERO failed: errno %d", errno);
+	TEST_ASSERT_EQ(populate(s.fd, 0), -EEXIST);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_populated), STATS_PAGES + 2);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), STATS_PAGES);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_wait_ns), wait_ns);
+	small_vm_destroy(&s);
+}
+
+/*
+ * In exit mode each fault is an exit, which the vCPU thread answers by
+ * waiting for the page in userspace: no wait in the kernel.
+ */
+TEST_F_TIMEOUT(vcpu, stats_exit_mode, UF_TIMEOUT)
+{
+	struct server srv;
+	struct small_vm s;
+
+	__small_vm_create(&s, guest_read_words, STATS_PAGES, 1,
+			  UF_SHARED_FLAGS | GUEST_MEMFD_FLAG_USERFAULT_EXIT);
+	expect_zero_stats(&s);
+	server_init(&srv, s.fd, false);
+	handler_close(&s.h);
+	handler_open(&srv.h, s.fd);
+	TEST_ASSERT(!pthread_create(&srv.thread, NULL, server_thread, &srv),
+		    "pthread_create failed");
+
+	s.ctx.exit_mode = true;
+	s.ctx.gmem_fd = s.fd;
+	s.ctx.gpa_base = UF_GPA;
+	vcpu_start(&s.ctx, s.vcpu);
+	vcpu_join(&s.ctx);
+	__atomic_store_n(&srv.stop, true, __ATOMIC_RELEASE);
+	pthread_join(srv.thread, NULL);
+	expect_stats_reads(&s.ctx);
+	TEST_ASSERT(!srv.fetch_err && !srv.bad_records && !srv.dups &&
+		    !srv.populate_err && srv.records == STATS_PAGES,
+		    "The server got %u records (%u bad, %u duplicates), fetch error %d, populate error %d; wanted %d",
+		    srv.records, srv.bad_records, srv.dups, srv.fetch_err,
+		    srv.populate_err, STATS_PAGES);
+	TEST_ASSERT_EQ(s.ctx.uf_exits, STATS_PAGES);
+
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), STATS_PAGES);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_exits), STATS_PAGES);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_waits), 0);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_wait_ns), 0);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), STATS_PAGES);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_populated), STATS_PAGES);
+
+	/* small_vm_destroy() closes the handler in s.h: it is the server's. */
+	s.h = srv.h;
+	small_vm_destroy(&s);
+}
+
+/*
+ * Entering KVM_RUN again before the page is there exits again: a second
+ * exit, not a second fault posted.
+ */
+TEST_F_TIMEOUT(vcpu, stats_exit_again, UF_TIMEOUT)
+{
+	struct small_vm s;
+	struct ucall uc;
+	int i, r;
+
+	__small_vm_create(&s, guest_read_words, 1, 1,
+			  UF_SHARED_FLAGS | GUEST_MEMFD_FLAG_USERFAULT_EXIT);
+	for (i = 0; i < 2; i++) {
+		r = __vcpu_run(s.vcpu);
+		TEST_ASSERT(r == -1 && errno == EFAULT &&
+			    s.vcpu->run->exit_reason == KVM_EXIT_MEMORY_FAULT &&
+			    s.vcpu->run->memory_fault.gpa == UF_GPA &&
+			    (s.vcpu->run->memory_fault.flags &
+			     KVM_MEMORY_EXIT_FLAG_USERFAULT),
+			    "KVM_RUN %d returned %d, errno %d, exit reason %u, gpa 0x%llx, flags 0x%llx; wanted a userfault exit at 0x%lx",
+			    i, r, errno, s.vcpu->run->exit_reason,
+			    s.vcpu->run->memory_fault.gpa,
+			    s.vcpu->run->memory_fault.flags, UF_GPA);
+	}
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_exits), 2);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_waits), 0);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), 1);
+	expect_one_record(&s.h, 0, false);
+
+	TEST_ASSERT_EQ(populate(s.fd, 0), 0);
+	vcpu_run(s.vcpu);
+	TEST_ASSERT_EQ(get_ucall(s.vcpu, &uc), UCALL_SYNC);
+	TEST_ASSERT_EQ(uc.args[1], pattern_word(SEED_HOST, 0));
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_exits), 2);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_populated), 1);
+	small_vm_destroy(&s);
+}
+
+static void trace_write(const char *file, const char *val)
+{
+	char path[256];
+	int fd;
+
+	snprintf(path, sizeof(path), TRACE_INSTANCE "/%s", file);
+	fd = open(path, O_WRONLY | O_TRUNC);
+	TEST_ASSERT(fd >= 0, "open %s failed: errno %d", path, errno);
+	TEST_ASSERT(write(fd, val, strlen(val)) == (ssize_t)strlen(val),
+		    "write of '%s' to %s failed: errno %d", val, path, errno);
+	close(fd);
+}
+
+/*
+ * The gmemuf events of the file with inode number @ino in the instance's
+ * trace, each from its event's name on ("gmemuf_post: ino ..."), into
+ * @events, the first @max of them; returns how many there are.
+ */
+static int trace_read(unsigned long ino, char events[][160], int max)
+{
+	char tag[32], *line = NULL, *ev, *nl;
+	size_t cap = 0;
+	int n = 0;
+	FILE *f;
+
+	snprintf(tag, sizeof(tag), ": ino %lu ", ino);
+	f = fopen(TRACE_INSTANCE "/trace", "r");
+	TEST_ASSERT(f, "open of the trace failed: errno %d", errno);
+	while (getline(&line, &cap, f) > 0) {
+		/* After the task's name, which is the test's: "gmemuf_vcpu_tes". */
+		ev = strstr(line, ": gmemuf_");
+		if (line[0] == '#' || !ev || !strstr(ev, tag))
+			continue;
+		nl = strchr(ev, '\n');
+		if (nl)
+			*nl = 0;
+		if (n < max)
+			snprintf(events[n], sizeof(events[n]), "%s", ev + 2);
+		n++;
+	}
+	free(line);
+	fclose(f);
+	return n;
+}
+
+/* The events of the tracepoints test, each with the file's inode number. */
+static const char * const trace_want[] = {
+	"gmemuf_post: ino %lu offset 0x0 flags READ|VCPU",
+	"gmemuf_deliver: ino %lu offset 0x0 flags READ|VCPU by fetch",
+	"gmemuf_populate: ino %lu offset 0x0 with data",
+	"gmemuf_wake: ino %lu offset 0x0 flags READ|VCPU page present",
+	"gmemuf_post: ino %lu offset 0x1000 flags READ|MMAP_USER",
+	"gmemuf_deliver: ino %lu offset 0x1000 flags READ|MMAP_USER by read",
+	"gmemuf_populate: ino %lu offset 0x1000 with zeroes",
+	"gmemuf_wake: ino %lu offset 0x1000 flags READ|MMAP_USER page present",
+};
+
+/*
+ * One fault of a vCPU fetched and populated with data, one of a task on a
+ * mapping read() and zero-filled: each has exactly one event of each kind,
+ * in a trace instance of the test's own.
+ */
+TEST_F_TIMEOUT(vcpu, tracepoints, UF_TIMEOUT)
+{
+	char want[160], got[16][160];
+	struct gmemuf_range zero = { .offset = PAGE_SIZE, .len = PAGE_SIZE };
+	struct gmemuf_fault rec;
+	struct mmap_reader reader;
+	pthread_t thread;
+	struct small_vm s;
+	struct stat st;
+	int i, j, n, matched;
+
+	if (access(TRACE_DIR "/instances", F_OK))
+		SKIP(return, "tracefs is not mounted at " TRACE_DIR);
+	TEST_ASSERT(!access(TRACE_DIR "/events/gmemuf", F_OK),
+		    "tracefs has no gmemuf events");
+	rmdir(TRACE_INSTANCE);
+	TEST_ASSERT(!mkdir(TRACE_INSTANCE, 0755),
+		    "mkdir " TRACE_INSTANCE " failed: errno %d", errno);
+	trace_write("events/gmemuf/enable", "1");
+	trace_write("tracing_on", "1");
+
+	small_vm_create(&s, guest_read_words, 1, 1);
+	TEST_ASSERT(!fstat(s.fd, &st), "fstat failed: errno %d", errno);
+
+	/* Page 0: a vCPU's read, fetched, populated with data. */
+	vcpu_start(&s.ctx, s.vcpu);
+	expect_one_record(&s.h, 0, false);
+	TEST_ASSERT_EQ(populate(s.fd, 0), 0);
+	vcpu_join(&s.ctx);
+	vcpu_check_done(&s.ctx, 0);
+
+	/* Page 1: a task's read of the mapping, read(), zero-filled. */
+	reader.addr = s.mem + WORDS_PER_PAGE;
+	TEST_ASSERT(!pthread_create(&thread, NULL, mmap_reader_thread, &reader),
+		    "pthread_create failed");
+	TEST_ASSERT(read(s.h.hfd, &rec, sizeof(rec)) == sizeof(rec),
+		    "read of the handler file failed: errno %d", errno);
+	TEST_ASSERT(rec.offset == PAGE_SIZE &&
+		    rec.flags == (GMEMUF_FAULT_READ | GMEMUF_FAULT_MMAP_USER),
+		    "read() gave offset 0x%llx flags 0x%x", rec.offset,
+		    rec.flags);
+	TEST_ASSERT(!ioctl(s.fd, GMEMUF_IOC_ZERO, &zero),
+		    "GMEMUF_IOC_ZERO failed: errno %d", errno);
+	pthread_join(thread, NULL);
+	TEST_ASSERT_EQ(reader.val, 0);
+
+	trace_write("tracing_on", "0");
+	n = trace_read(st.st_ino, got, ARRAY_SIZE(got));
+	trace_write("events/gmemuf/enable", "0");
+	TEST_ASSERT(!rmdir(TRACE_INSTANCE), "rmdir " TRACE_INSTANCE " failed: errno %d",
+		    errno);
+
+	/*
+	 * An invalidation anywhere in the test's memory, which the test does
+	 * not control, between the vCPU's post and its sleep has it run its
+	 * fault again, after a wake with the page missing: not counted.
+	 */
+	snprintf(want, sizeof(want),
+		 "gmemuf_wake: ino %lu offset 0x0 flags READ|VCPU page missing",
+		 (unsigned long)st.st_ino);
+	for (i = 0, j = 0; j < n && j < (int)ARRAY_SIZE(got); j++) {
+		printf("# trace: %s\n", got[j]);
+		if (strcmp(got[j], want))
+			memmove(got[i++], got[j], sizeof(got[0]));
+	}
+	n -= j - i;
+	TEST_ASSERT(n == ARRAY_SIZE(trace_want),
+		    "%d gmemuf events of the file, wanted %zu", n,
+		    ARRAY_SIZE(trace_want));
+	for (i = 0; i < (int)ARRAY_SIZE(trace_want); i++) {
+		snprintf(want, sizeof(want), trace_want[i],
+			 (unsigned long)st.st_ino);
+		for (j = 0, matched = 0; j < n; j++)
+			matched += !strcmp(got[j], want);
+		TEST_ASSERT(matched == 1, "The event '%s' came %d times", want,
+			    matched);
+	}
+	/* A record from the vCPU, one from the task: both count per VM. */
+	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), 2);
+	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_populated), 2);
+	small_vm_destroy(&s);
 }
 
 int main(int argc, char *argv[])
