@@ -185,18 +185,24 @@ static int gmemuf_wake_vcpu(struct wait_queue_entry *wq_entry,
 
 /*
  * Whether the vCPU, queued and in TASK_INTERRUPTIBLE, may sleep: not if its
- * page is there, a signal is pending, or the fault is stale. A request to a
- * vCPU in KVM_RUN (an interrupt, a kick, or gmemuf_kick_vcpus()) makes it
- * stale, since the retried fault handles the request before it faults again.
- * Not for KVM_PRE_FAULT_MEMORY, which handles no requests: one left pending
- * would have it retry without end; a kick still wakes it.
+ * page is there, a signal is pending, the fault is stale, or a vCPU in
+ * KVM_RUN has something to do first, which the retried fault does before it
+ * faults again: a request (an interrupt, a kick, gmemuf_kick_vcpus()), or an
+ * interrupt posted to it without one (x86's posted interrupts, which end a
+ * halted vCPU's wait too). Not for KVM_PRE_FAULT_MEMORY, which handles
+ * neither: one left pending would have it retry without end; a kick still
+ * wakes it.
  */
 static bool gmemuf_vcpu_may_sleep(struct kvm_vcpu *vcpu, struct gmemuf *uf,
 				  pgoff_t index, gfn_t gfn,
 				  unsigned long mmu_seq)
 {
+	if (vcpu->wants_to_run &&
+	    (kvm_request_pending(vcpu) ||
+	     kvm_arch_dy_has_pending_interrupt(vcpu)))
+		return false;
+
 	return gmemuf_missing(uf, index) && !signal_pending(current) &&
-	       !(vcpu->wants_to_run && kvm_request_pending(vcpu)) &&
 	       !mmu_invalidate_retry_gfn_unsafe(vcpu->kvm, mmu_seq, gfn);
 }
 

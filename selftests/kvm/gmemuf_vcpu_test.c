@@ -21,6 +21,8 @@
  *  interrupt_ends_wait: an interrupt (KVM_SIGNAL_MSI) for a waiting vCPU
  *    ends the wait; the guest takes it, touches the page again and waits
  *    again with no second record, then reads the populated page.
+ *  interrupt_on_missing_stack: an interrupt whose delivery faults on a
+ *    missing page has the vCPU wait for the page without spinning.
  *  vcpu_and_mmap_one_record: a vCPU and a task reading a mapping wait for
  *    the same page: one record, and both see the populated page.
  *  arm_zaps_stage2: arming a page the guest has mapped makes its next
@@ -1010,6 +1012,77 @@ TEST_F_TIMEOUT(vcpu, interrupt_ends_wait, UF_TIMEOUT)
 		       SMALL_PAGES - 1);
 	TEST_ASSERT_EQ(bitmap, ((1ull << SMALL_PAGES) - 1) &
 			       ~(1ull << KICK_PAGE));
+	small_vm_destroy(&s);
+}
+
+/*
+ * The guest of interrupt_on_missing_stack: its stack on the missing page
+ * below @stack_top, interrupts on, and nothing to do. The interrupt's
+ * delivery pushes its frame there, and faults.
+ */
+static void guest_irq_done_handler(struct ex_regs *regs)
+{
+	GUEST_DONE();
+}
+
+static void guest_spin_on_stack(u64 stack_top)
+{
+	x2apic_enable();
+	asm volatile("mov %0, %%rsp\n\t"
+		     "sti\n"
+		     "1:\tpause\n\t"
+		     "jmp 1b" : : "r"(stack_top) : "memory");
+}
+
+/*
+ * An interrupt whose delivery faults on a missing page (the guest's stack)
+ * has the vCPU wait for it without spinning: KVM's own request to deliver
+ * it again does not end the wait, so the vCPU sleeps after one or two
+ * faults rather than faulting over and over until the page is there. Once
+ * populated, the interrupt is delivered and its handler runs.
+ */
+TEST_F_TIMEOUT(vcpu, interrupt_on_missing_stack, UF_TIMEOUT)
+{
+	const u64 stack_off = (u64)KICK_PAGE * PAGE_SIZE;
+	struct kvm_msi msi = {
+		.address_lo = 0xfee00000,
+		.data = KICK_VECTOR,
+	};
+	u64 pf_before, pf_after;
+	struct timespec ts;
+	struct small_vm s;
+	int r;
+
+	small_vm_create(&s, guest_spin_on_stack, 0, 0);
+	vm_install_exception_handler(s.vm, KICK_VECTOR,
+				     guest_irq_done_handler);
+	/* Under the stack page: where a deep handler would go on. */
+	TEST_ASSERT_EQ(populate(s.fd, stack_off - PAGE_SIZE), 0);
+	vcpu_args_set(s.vcpu, 1, UF_GPA + stack_off + PAGE_SIZE);
+	vcpu_start(&s.ctx, s.vcpu);
+	expect_no_record(&s.h);
+
+	r = __vm_ioctl(s.vm, KVM_SIGNAL_MSI, &msi);
+	TEST_ASSERT(r == 1, "KVM_SIGNAL_MSI gave %d, errno %d", r, errno);
+	expect_one_record(&s.h, stack_off, false);
+
+	/* One second of waiting: a handful of faults, not thousands. */
+	pf_before = vcpu_get_stat(s.vcpu, pf_taken);
+	ts.tv_sec = 1;
+	ts.tv_nsec = 0;
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+	pf_after = vcpu_get_stat(s.vcpu, pf_taken);
+	TEST_ASSERT(pf_after - pf_before <= 2,
+		    "The vCPU took %lu page faults in 1 s waiting for its stack page",
+		    pf_after - pf_before);
+	expect_still_waiting(&s.ctx);
+	expect_no_record(&s.h);
+
+	TEST_ASSERT_EQ(populate(s.fd, stack_off), 0);
+	vcpu_join(&s.ctx);
+	vcpu_check_done(&s.ctx, 0);
+	expect_no_record(&s.h);
 	small_vm_destroy(&s);
 }
 
