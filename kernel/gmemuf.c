@@ -169,10 +169,10 @@ void gmemuf_destroy(struct inode *inode)
 }
 
 /*
- * The wake function of a vCPU's wait: unlike a task in wait_on_bit(), which
- * waits until the bit is clear, a vCPU also wakes for GMEMUF_IOC_WAKE while
- * the page is still missing, to run its fault again against the memslots and
- * memory attributes as they are then.
+ * The wake function of a vCPU's wait on its page: unlike a task in
+ * wait_on_bit(), which waits until the bit is clear, a vCPU also wakes for
+ * GMEMUF_IOC_WAKE while the page is still missing, to run its fault again
+ * against the memslots and memory attributes as they are then.
  */
 static int gmemuf_wake_vcpu(struct wait_queue_entry *wq_entry,
 			    unsigned int mode, int sync, void *arg)
@@ -189,29 +189,64 @@ static int gmemuf_wake_vcpu(struct wait_queue_entry *wq_entry,
 }
 
 /*
- * Sleep until page @index is populated or disarmed, its range is woken, or a
- * signal is pending: once. The caller maps the page if it is there, and
- * retries the fault otherwise.
+ * Whether the vCPU, queued and in TASK_INTERRUPTIBLE, may sleep: not if its
+ * page is there, a signal is pending, the fault is stale, or a vCPU in
+ * KVM_RUN has something to do first, which the retried fault does before it
+ * faults again: a request (an interrupt, a kick, gmemuf_kick_vcpus()), or an
+ * interrupt posted to it without one (x86's posted interrupts, which end a
+ * halted vCPU's wait too). Not for KVM_PRE_FAULT_MEMORY, which handles
+ * neither: one left pending would have it retry without end; a kick still
+ * wakes it.
+ */
+static bool gmemuf_vcpu_may_sleep(struct kvm_vcpu *vcpu, struct gmemuf *uf,
+				  pgoff_t index, gfn_t gfn,
+				  unsigned long mmu_seq)
+{
+	if (vcpu->wants_to_run &&
+	    (kvm_request_pending(vcpu) ||
+	     kvm_arch_dy_has_pending_interrupt(vcpu)))
+		return false;
+
+	return gmemuf_missing(uf, index) && !signal_pending(current) &&
+	       !mmu_invalidate_retry_gfn_unsafe(vcpu->kvm, mmu_seq, gfn);
+}
+
+/*
+ * Sleep until page @index is populated or disarmed, its range is woken, the
+ * vCPU is kicked (kvm_vcpu_kick(), a request that wakes), or a signal is
+ * pending: once. The caller maps the page if it is there, and retries the
+ * fault otherwise.
+ *
+ * The vCPU sleeps both on the page's bit wait queue, for populates and
+ * GMEMUF_IOC_WAKE, and on its own rcuwait, as in kvm_vcpu_block(), for
+ * kvm_vcpu_wake_up(). It is queued on both, and in TASK_INTERRUPTIBLE, before
+ * it checks for a reason not to sleep: a waker changes the state (sets the
+ * bit, posts the request, bumps the invalidation sequence) before it wakes,
+ * so either the check sees the change or the wakeup finds the vCPU queued.
  *
  * Not under kvm->srcu: memslot updates wait for its readers, and this waits
  * for as long as userspace takes to fetch the page. But the vCPU is queued
  * before it drops the lock, so that a memslot update the fault did not see,
- * which waits for the lock, and the GMEMUF_IOC_WAKE that follows it find
- * the vCPU queued. A change of memory attributes does not wait for the
- * lock: the invalidation sequence, checked once queued, shows it instead.
+ * which waits for the lock before it kicks the vCPUs, finds it queued.
  */
 static void gmemuf_wait_vcpu(struct kvm_vcpu *vcpu, struct gmemuf *uf,
 			     pgoff_t index, gfn_t gfn, unsigned long mmu_seq)
 {
+	struct rcuwait *vcpu_wait = kvm_arch_vcpu_get_wait(vcpu);
 	unsigned long *word = gmemuf_word(uf, index);
 	int bit = gmemuf_bit(index);
 	struct wait_queue_head *wq = bit_waitqueue(word, bit);
 	DEFINE_WAIT_BIT(wbq_entry, word, bit);
 
+	/* As kvm_vcpu_block(): the arch may have to route wakeups to it. */
+	preempt_disable();
+	kvm_arch_vcpu_blocking(vcpu);
+	prepare_to_rcuwait(vcpu_wait);
+	preempt_enable();
+
 	wbq_entry.wq_entry.func = gmemuf_wake_vcpu;
 	prepare_to_wait(wq, &wbq_entry.wq_entry, TASK_INTERRUPTIBLE);
-	if (gmemuf_missing(uf, index) && !signal_pending(current) &&
-	    !mmu_invalidate_retry_gfn_unsafe(vcpu->kvm, mmu_seq, gfn)) {
+	if (gmemuf_vcpu_may_sleep(vcpu, uf, index, gfn, mmu_seq)) {
 		u64 start;
 
 		/* Counted once committed to sleep, before any wake-up. */
@@ -223,6 +258,25 @@ static void gmemuf_wait_vcpu(struct kvm_vcpu *vcpu, struct gmemuf *uf,
 		kvm_vcpu_srcu_read_lock(vcpu);
 	}
 	finish_wait(wq, &wbq_entry.wq_entry);
+
+	preempt_disable();
+	finish_rcuwait(vcpu_wait);
+	kvm_arch_vcpu_unblocking(vcpu);
+	preempt_enable();
+}
+
+/*
+ * Called after a memslot was deleted or moved, or memory attributes changed:
+ * wake the VM's vCPUs waiting for a missing page, whose faults may have gone
+ * stale, to retry them. Neither change need zap an SPTE for a missing page,
+ * so neither kicks its vCPUs by itself. KVM_REQ_UNBLOCK wakes a vCPU out of
+ * either wait and is dropped by the vCPU run loop: a halted vCPU goes back
+ * to sleep. Only for the VM types that can have userfault guest_memfds.
+ */
+void gmemuf_kick_vcpus(struct kvm *kvm)
+{
+	if (kvm_arch_supports_gmemuf(kvm))
+		kvm_make_all_cpus_request(kvm, KVM_REQ_UNBLOCK);
 }
 
 /*
@@ -231,9 +285,10 @@ static void gmemuf_wait_vcpu(struct kvm_vcpu *vcpu, struct gmemuf *uf,
  * it missing. Post the fault; then, in exit mode, return -EFAULT for a
  * memory-fault exit, or else wait for the page and return 0, for the caller
  * to map the page if it is present then, and to retry the fault if not. A
- * pending signal ends the wait at once; the retried fault leaves KVM_RUN with
- * EINTR before entering the guest, and posts nothing new: the record is
- * still out. Called with the vCPU's SRCU lock held; the caller holds @file.
+ * pending signal or request ends the wait at once; the retried fault leaves
+ * KVM_RUN with EINTR before entering the guest, or handles the request, and
+ * posts nothing new: the record is still out. Called with the vCPU's SRCU
+ * lock held; the caller holds @file.
  */
 int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 		      gfn_t gfn, u32 flags, unsigned long mmu_seq)
@@ -582,10 +637,10 @@ static long gmemuf_wake(struct gmemuf *uf, pgoff_t start, pgoff_t end)
 
 	/*
 	 * Pairs with the barrier in a vCPU's prepare_to_wait(): either the vCPU
-	 * is queued here, or it sees the attribute or memslot change that the
-	 * caller made before this. Only missing pages have waiters: a waiter
-	 * queues before it checks that its page is missing, and a populate
-	 * wakes after it marks the page present.
+	 * is queued here, or it sees whatever the caller changed before this.
+	 * Only missing pages have waiters: a waiter queues before it checks
+	 * that its page is missing, and a populate wakes after it marks the
+	 * page present.
 	 */
 	smp_mb();
 	for_each_set_bit_from(index, uf->missing, end) {

@@ -17,6 +17,7 @@
 #include <linux/spinlock.h>
 #include <linux/wait.h>
 
+struct kvm;
 struct kvm_vcpu;
 struct seq_file;
 
@@ -92,6 +93,7 @@ void gmemuf_show_fdinfo(struct seq_file *m, struct file *file);
 vm_fault_t gmemuf_fault_user(struct vm_fault *vmf);
 int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 		      gfn_t gfn, u32 flags, unsigned long mmu_seq);
+void gmemuf_kick_vcpus(struct kvm *kvm);
 long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg);
 ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from);
 u64 gmemuf_features(void);
@@ -113,6 +115,8 @@ static inline vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 {
 	return VM_FAULT_SIGBUS;
 }
+
+static inline void gmemuf_kick_vcpus(struct kvm *kvm) {}
 
 static inline u64 gmemuf_features(void)
 {

@@ -70,8 +70,9 @@ TRACE_EVENT(gmemuf_populate,
 
 /*
  * The wait of a vCPU or a task for a missing page ended, with the page
- * present, or still missing (a signal; for a vCPU, GMEMUF_IOC_WAKE, or an
- * invalidation before it slept): then the fault runs again.
+ * present, or still missing (a signal; for a vCPU, a kick or request, a
+ * memslot or attribute change, GMEMUF_IOC_WAKE, or an invalidation before
+ * it slept): then the fault runs again.
  */
 TRACE_EVENT(gmemuf_wake,
 	    TP_PROTO(unsigned long ino, pgoff_t index, u32 flags, bool present),

@@ -1981,7 +1981,10 @@ static void convert_op(struct thr *t)
 		atomic_store(&f->pg[page + i].shared, to_shared);
 	seq_end(f, page, n);
 	unlock_pages(f, page, n);
-	/* Faults that wait for the other side run again. */
+	/*
+	 * The conversion itself ends the waits of the vCPUs; a WAKE on top
+	 * must change nothing.
+	 */
 	if (chance(&t->rng, 50))
 		range_ioctl(f->fd, GMEMUF_IOC_WAKE, page * PG, n * PG, NULL);
 	op_end(l, r, 0);

@@ -18,18 +18,25 @@
  *    Exactly one record per page, all from vCPUs, private as the memory is.
  *  signal_kick_no_second_record: a waiting vCPU kicked by signals leaves
  *    KVM_RUN with EINTR and, run again, waits with no second record.
+ *  interrupt_ends_wait: an interrupt (KVM_SIGNAL_MSI) for a waiting vCPU
+ *    ends the wait; the guest takes it, touches the page again and waits
+ *    again with no second record, then reads the populated page.
+ *  interrupt_on_missing_stack: an interrupt whose delivery faults on a
+ *    missing page has the vCPU wait for the page without spinning.
  *  vcpu_and_mmap_one_record: a vCPU and a task reading a mapping wait for
  *    the same page: one record, and both see the populated page.
  *  arm_zaps_stage2: arming a page the guest has mapped makes its next
  *    access fault and see the page populated anew.
- *  memslot_delete_while_waiting, punch_hole_while_waiting: neither hangs,
- *    and neither maps the missing page. memslot_delete_then_populate: a
- *    populate after the memslot went away does not map the page through it.
+ *  memslot_delete_ends_wait: deleting the memslot a vCPU waits on ends the
+ *    wait (MMIO exit, no GMEMUF_IOC_WAKE); recreated, the vCPU waits on it
+ *    again and reads the page once populated. punch_hole_while_waiting:
+ *    does not hang, and does not map the missing page.
  *  one_kvm_fault_per_page: a vCPU that waited for a page maps it in the
  *    same fault: one KVM page fault per missing page (KVM's pf_taken).
- *  conversion_while_waiting: a page converted from private to shared while
- *    a vCPU waits for it; GMEMUF_IOC_WAKE, or populating the private page,
- *    has the vCPU run its fault again and read the shared page.
+ *  conversion_while_waiting: converting a page from private to shared
+ *    (KVM_SET_MEMORY_ATTRIBUTES) while a vCPU waits for it ends the wait,
+ *    with no GMEMUF_IOC_WAKE: the vCPU runs its fault again and reads the
+ *    shared page.
  *  pre_fault_memory_waits: KVM_PRE_FAULT_MEMORY on missing pages posts
  *    their faults and waits for them; pre_fault_memory_memslot_deleted: it
  *    returns EAGAIN if a memslot went away while it waited.
@@ -55,6 +62,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -62,6 +70,7 @@
 #include <linux/gmemuf.h>
 #include <linux/sizes.h>
 
+#include "apic.h"
 #include "kvm_util.h"
 #include "processor.h"
 #include "test_util.h"
@@ -121,6 +130,10 @@
 
 #define STAGE_CSUM		1
 #define STAGE_READ		2
+#define STAGE_IRQ		3
+
+/* Of the interrupt that interrupt_ends_wait sends a waiting vCPU. */
+#define KICK_VECTOR		0xe0
 
 /*
  * The guest of the region tests: @npages pages at @gva, file offset
@@ -400,6 +413,7 @@ struct vcpu_ctx {
 	unsigned int nr_reads;
 	unsigned int eintr;
 	unsigned int eintr_bad_reason;	/* EINTRs without KVM_EXIT_INTR */
+	unsigned int irqs;		/* STAGE_IRQ ucalls, read while it runs */
 	unsigned int uf_exits;
 	unsigned int bad_uf_exits;
 };
@@ -478,6 +492,9 @@ static void *vcpu_thread(void *arg)
 			} else if (uc.args[0] == STAGE_READ &&
 				   c->nr_reads < ARRAY_SIZE(c->reads)) {
 				c->reads[c->nr_reads++] = uc.args[1];
+			} else if (uc.args[0] == STAGE_IRQ) {
+				__atomic_fetch_add(&c->irqs, 1,
+						   __ATOMIC_RELEASE);
 			} else {
 				c->bad_ucall = UCALL_SYNC;
 				break;
@@ -558,9 +575,11 @@ static void vcpu_check_done(struct vcpu_ctx *c, int idx)
  * The gmemuf stats of a vCPU that alone touched @npages missing pages: one
  * fault posted per page; in exit mode, an exit for each, as its thread
  * saw, which entered KVM_RUN again only once the page was there, and no
- * wait; in wait mode no exit, and at most one wait per page (none where the
- * page came before the vCPU went to sleep: no signal or wake ends a sleep
- * early here), which took time.
+ * wait; in wait mode no exit, and waits that took time, if any (none where
+ * the page came before the vCPU went to sleep). Not at most one per page:
+ * a vCPU scheduled in on another CPU has KVM kick the VM's other vCPUs
+ * (a kvmclock update), which ends a wait early, and the fault sleeps, and
+ * counts, again.
  */
 static void vcpu_check_stats(struct vcpu_ctx *c, int idx, u64 npages)
 {
@@ -578,7 +597,7 @@ static void vcpu_check_stats(struct vcpu_ctx *c, int idx, u64 npages)
 			    "vCPU %d: gmemuf_exits %lu, gmemuf_waits %lu, gmemuf_wait_ns %lu for %lu faults and %u userfault exits",
 			    idx, exits, waits, wait_ns, faults, c->uf_exits);
 	else
-		TEST_ASSERT(!exits && waits <= faults && !waits == !wait_ns,
+		TEST_ASSERT(!exits && !waits == !wait_ns,
 			    "vCPU %d: gmemuf_exits %lu, gmemuf_waits %lu, gmemuf_wait_ns %lu for %lu faults",
 			    idx, exits, waits, wait_ns, faults);
 }
@@ -971,6 +990,163 @@ TEST_F_TIMEOUT(vcpu, signal_kick_no_second_record, UF_TIMEOUT)
 	small_vm_destroy(&s);
 }
 
+/*
+ * The guest of interrupt_ends_wait: guest_read_words() with its local APIC
+ * enabled and interrupts on, so that an interrupt sent while it waits for a
+ * page is taken as soon as its vCPU enters the guest again.
+ */
+static void guest_irq_handler(struct ex_regs *regs)
+{
+	GUEST_SYNC2(STAGE_IRQ, regs->vector);
+	x2apic_write_reg(APIC_EOI, 0);
+}
+
+static void guest_read_words_irqs_on(u64 gva, u64 npages, u64 times)
+{
+	x2apic_enable();
+	sti_nop();
+	guest_read_words(gva, npages, times);
+}
+
+/* Wait up to VCPU_JOIN_S for the vCPU's STAGE_IRQ ucall number @n. */
+static bool wait_for_irq(struct vcpu_ctx *c, unsigned int n)
+{
+	int i;
+
+	for (i = 0; i < VCPU_JOIN_S * 100; i++) {
+		if (__atomic_load_n(&c->irqs, __ATOMIC_ACQUIRE) >= n)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/*
+ * An interrupt for a vCPU that waits for a page (KVM_SIGNAL_MSI to the
+ * in-kernel local APIC, which makes KVM_REQ_EVENT and kicks the vCPU) ends
+ * the wait: the vCPU enters the guest, which takes the interrupt, and when
+ * the handler returns it touches the page again and waits again, with no
+ * second record; the populate then lets it read the page.
+ */
+TEST_F_TIMEOUT(vcpu, interrupt_ends_wait, UF_TIMEOUT)
+{
+	const u64 off = (u64)KICK_PAGE * PAGE_SIZE;
+	struct kvm_msi msi = {
+		.address_lo = 0xfee00000,	/* to APIC ID 0: the vCPU */
+		.data = KICK_VECTOR,		/* fixed, edge */
+	};
+	u64 bitmap = 0, want = pattern_word(SEED_HOST, off);
+	struct small_vm s;
+	int i, r;
+
+	small_vm_create(&s, guest_read_words_irqs_on, 1, 1);
+	vm_install_exception_handler(s.vm, KICK_VECTOR, guest_irq_handler);
+	vcpu_args_set(s.vcpu, 3, UF_GPA + off, 1, 1);
+	vcpu_start(&s.ctx, s.vcpu);
+	expect_one_record(&s.h, off, false);
+
+	for (i = 1; i <= KICK_SIGNALS; i++) {
+		r = __vm_ioctl(s.vm, KVM_SIGNAL_MSI, &msi);
+		TEST_ASSERT(r == 1, "KVM_SIGNAL_MSI gave %d, errno %d", r,
+			    errno);
+		TEST_ASSERT(wait_for_irq(&s.ctx, i),
+			    "The waiting vCPU took %u of %d interrupts in %d s",
+			    __atomic_load_n(&s.ctx.irqs, __ATOMIC_ACQUIRE), i,
+			    VCPU_JOIN_S);
+	}
+	/* Back to waiting for the page, which it touched again. */
+	expect_still_waiting(&s.ctx);
+	expect_no_record(&s.h);
+	TEST_ASSERT_EQ(count_missing(s.fd, 0, SMALL_SIZE, NULL), SMALL_PAGES);
+
+	TEST_ASSERT_EQ(populate(s.fd, off), 0);
+	vcpu_join(&s.ctx);
+	vcpu_check_done(&s.ctx, 0);
+	TEST_ASSERT(s.ctx.nr_reads == 1 && s.ctx.reads[0] == want,
+		    "The guest read 0x%lx (%u reads), wanted 0x%lx",
+		    s.ctx.reads[0], s.ctx.nr_reads, want);
+	TEST_ASSERT_EQ(s.ctx.irqs, KICK_SIGNALS);
+
+	/* Still the one record, and only the touched page is present. */
+	expect_no_record(&s.h);
+	TEST_ASSERT_EQ(count_missing(s.fd, 0, SMALL_SIZE, &bitmap),
+		       SMALL_PAGES - 1);
+	TEST_ASSERT_EQ(bitmap, ((1ull << SMALL_PAGES) - 1) &
+			       ~(1ull << KICK_PAGE));
+	small_vm_destroy(&s);
+}
+
+/*
+ * The guest of interrupt_on_missing_stack: its stack on the missing page
+ * below @stack_top, interrupts on, and nothing to do. The interrupt's
+ * delivery pushes its frame there, and faults.
+ */
+static void guest_irq_done_handler(struct ex_regs *regs)
+{
+	GUEST_DONE();
+}
+
+static void guest_spin_on_stack(u64 stack_top)
+{
+	x2apic_enable();
+	asm volatile("mov %0, %%rsp\n\t"
+		     "sti\n"
+		     "1:\tpause\n\t"
+		     "jmp 1b" : : "r"(stack_top) : "memory");
+}
+
+/*
+ * An interrupt whose delivery faults on a missing page (the guest's stack)
+ * has the vCPU wait for it without spinning: KVM's own request to deliver
+ * it again does not end the wait, so the vCPU sleeps after one or two
+ * faults rather than faulting over and over until the page is there. Once
+ * populated, the interrupt is delivered and its handler runs.
+ */
+TEST_F_TIMEOUT(vcpu, interrupt_on_missing_stack, UF_TIMEOUT)
+{
+	const u64 stack_off = (u64)KICK_PAGE * PAGE_SIZE;
+	struct kvm_msi msi = {
+		.address_lo = 0xfee00000,
+		.data = KICK_VECTOR,
+	};
+	u64 pf_before, pf_after;
+	struct timespec ts;
+	struct small_vm s;
+	int r;
+
+	small_vm_create(&s, guest_spin_on_stack, 0, 0);
+	vm_install_exception_handler(s.vm, KICK_VECTOR,
+				     guest_irq_done_handler);
+	/* Under the stack page: where a deep handler would go on. */
+	TEST_ASSERT_EQ(populate(s.fd, stack_off - PAGE_SIZE), 0);
+	vcpu_args_set(s.vcpu, 1, UF_GPA + stack_off + PAGE_SIZE);
+	vcpu_start(&s.ctx, s.vcpu);
+	expect_no_record(&s.h);
+
+	r = __vm_ioctl(s.vm, KVM_SIGNAL_MSI, &msi);
+	TEST_ASSERT(r == 1, "KVM_SIGNAL_MSI gave %d, errno %d", r, errno);
+	expect_one_record(&s.h, stack_off, false);
+
+	/* One second of waiting: a handful of faults, not thousands. */
+	pf_before = vcpu_get_stat(s.vcpu, pf_taken);
+	ts.tv_sec = 1;
+	ts.tv_nsec = 0;
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+	pf_after = vcpu_get_stat(s.vcpu, pf_taken);
+	TEST_ASSERT(pf_after - pf_before <= 2,
+		    "The vCPU took %lu page faults in 1 s waiting for its stack page",
+		    pf_after - pf_before);
+	expect_still_waiting(&s.ctx);
+	expect_no_record(&s.h);
+
+	TEST_ASSERT_EQ(populate(s.fd, stack_off), 0);
+	vcpu_join(&s.ctx);
+	vcpu_check_done(&s.ctx, 0);
+	expect_no_record(&s.h);
+	small_vm_destroy(&s);
+}
+
 struct mmap_reader {
 	const u64 *addr;
 	u64 val;
@@ -1043,21 +1219,27 @@ TEST_F_TIMEOUT(vcpu, arm_zaps_stage2, UF_TIMEOUT)
 	small_vm_destroy(&s);
 }
 
-TEST_F_TIMEOUT(vcpu, memslot_delete_while_waiting, UF_TIMEOUT)
+/*
+ * Deleting the memslot a vCPU waits on ends the wait, with no
+ * GMEMUF_IOC_WAKE: the vCPU runs its fault again, finds no memslot, and
+ * exits for MMIO. Once the memslot is back, the vCPU's next access waits
+ * again for the page, with no second record, and reads it once populated.
+ */
+TEST_F_TIMEOUT(vcpu, memslot_delete_ends_wait, UF_TIMEOUT)
 {
+	const u64 mmio_val = 0x6d6d696f6d6d696full;	/* "mmiommio" */
+	u64 want = pattern_word(SEED_HOST, 0);
+	struct kvm_run *run;
 	struct small_vm s;
 
-	small_vm_create(&s, guest_read_words, 1, 1);
+	small_vm_create(&s, guest_read_words, 1, 2);
+	run = s.vcpu->run;
 	vcpu_start(&s.ctx, s.vcpu);
 	expect_one_record(&s.h, 0, false);
 
 	/* Would hang if the waiting vCPU held kvm->srcu. */
 	vm_set_user_memory_region2(s.vm, UF_SLOT, KVM_MEM_GUEST_MEMFD, UF_GPA,
 				   0, NULL, s.fd, 0);
-	expect_still_waiting(&s.ctx);
-
-	/* Woken, the vCPU runs its fault again: no memslot, so MMIO. */
-	range_ioctl(s.fd, GMEMUF_IOC_WAKE, 0, PAGE_SIZE);
 	vcpu_join(&s.ctx);
 	TEST_ASSERT(s.ctx.rc == RC_BAD_EXIT &&
 		    s.ctx.exit_reason == KVM_EXIT_MMIO &&
@@ -1065,39 +1247,34 @@ TEST_F_TIMEOUT(vcpu, memslot_delete_while_waiting, UF_TIMEOUT)
 		    "Exit reason %u (%s) at 0x%lx, rc %d; wanted MMIO at 0x%lx",
 		    s.ctx.exit_reason, exit_reason_str(s.ctx.exit_reason),
 		    s.ctx.mmio_addr, s.ctx.rc, UF_GPA);
+	TEST_ASSERT(run->mmio.len == sizeof(u64) && !run->mmio.is_write,
+		    "MMIO %s of %u bytes, wanted a read of 8",
+		    run->mmio.is_write ? "write" : "read", run->mmio.len);
 	TEST_ASSERT_EQ(s.ctx.nr_reads, 0);
 	expect_no_record(&s.h);
 	TEST_ASSERT_EQ(count_missing(s.fd, 0, SMALL_SIZE, NULL), SMALL_PAGES);
-	small_vm_destroy(&s);
-}
 
-/*
- * Populating the page after its memslot was deleted ends the wait; the vCPU
- * runs its fault again against the memslots as they are now, and does not
- * map the page through the slot it faulted on, which is gone.
- */
-TEST_F_TIMEOUT(vcpu, memslot_delete_then_populate, UF_TIMEOUT)
-{
-	struct small_vm s;
-
-	small_vm_create(&s, guest_read_words, 1, 1);
-	vcpu_start(&s.ctx, s.vcpu);
-	expect_one_record(&s.h, 0, false);
-
+	/* The memslot back: the MMIO read completes, the next one waits. */
 	vm_set_user_memory_region2(s.vm, UF_SLOT, KVM_MEM_GUEST_MEMFD, UF_GPA,
-				   0, NULL, s.fd, 0);
+				   SMALL_SIZE, s.mem, s.fd, 0);
+	memcpy(run->mmio.data, &mmio_val, sizeof(mmio_val));
+	s.ctx.rc = 0;
+	s.ctx.exit_reason = 0;
+	vcpu_start(&s.ctx, s.vcpu);
 	expect_still_waiting(&s.ctx);
+	expect_no_record(&s.h);
 
 	TEST_ASSERT_EQ(populate(s.fd, 0), 0);
 	vcpu_join(&s.ctx);
-	TEST_ASSERT(s.ctx.rc == RC_BAD_EXIT &&
-		    s.ctx.exit_reason == KVM_EXIT_MMIO &&
-		    s.ctx.mmio_addr == UF_GPA,
-		    "Exit reason %u (%s) at 0x%lx, rc %d; wanted MMIO at 0x%lx",
-		    s.ctx.exit_reason, exit_reason_str(s.ctx.exit_reason),
-		    s.ctx.mmio_addr, s.ctx.rc, UF_GPA);
-	TEST_ASSERT_EQ(s.ctx.nr_reads, 0);
+	vcpu_check_done(&s.ctx, 0);
+	TEST_ASSERT(s.ctx.nr_reads == 2 && s.ctx.reads[0] == mmio_val &&
+		    s.ctx.reads[1] == want,
+		    "The guest read 0x%lx then 0x%lx (%u reads), wanted 0x%lx (MMIO) then 0x%lx",
+		    s.ctx.reads[0], s.ctx.reads[1], s.ctx.nr_reads, mmio_val,
+		    want);
 	expect_no_record(&s.h);
+	TEST_ASSERT_EQ(count_missing(s.fd, 0, SMALL_SIZE, NULL),
+		       SMALL_PAGES - 1);
 	small_vm_destroy(&s);
 }
 
@@ -1147,16 +1324,29 @@ static u64 run_to_sync(struct kvm_vcpu *vcpu, u64 stage)
 	return 0;
 }
 
+/* Times the calling thread was preempted. */
+static u64 thread_preemptions(void)
+{
+	struct rusage ru;
+
+	TEST_ASSERT(!getrusage(RUSAGE_THREAD, &ru), "getrusage failed");
+	return ru.ru_nivcsw;
+}
+
 /*
  * A vCPU that waits for a missing page maps it in the same fault once it is
  * populated, as a GUP that waits on a userfaultfd does: one KVM page fault
- * per page, not a second one when the guest runs the access again.
+ * per page, not a second one when the guest runs the access again. But for
+ * the faults retried because a request was pending when the vCPU was about
+ * to sleep: KVM makes some of a vCPU whose thread was preempted and
+ * scheduled in again, on another CPU for instance, so allow one per
+ * preemption of the vCPU thread.
  */
 TEST_F_TIMEOUT(vcpu, one_kvm_fault_per_page, UF_TIMEOUT)
 {
 	const u64 npages = SMALL_PAGES / 2;
 	u64 csum = CSUM_INIT, off, pf_before, pf_after, fixed_before;
-	u64 fixed_after;
+	u64 fixed_after, preempted;
 	struct server srv;
 	struct small_vm s;
 
@@ -1180,7 +1370,9 @@ TEST_F_TIMEOUT(vcpu, one_kvm_fault_per_page, UF_TIMEOUT)
 	fixed_before = vcpu_get_stat(s.vcpu, pf_fixed);
 	for (off = npages * PAGE_SIZE; off < SMALL_SIZE; off += sizeof(u64))
 		csum = pattern_csum(csum, pattern_word(SEED_HOST, off));
+	preempted = thread_preemptions();
 	TEST_ASSERT_EQ(run_to_sync(s.vcpu, STAGE_CSUM), csum);
+	preempted = thread_preemptions() - preempted;
 	pf_after = vcpu_get_stat(s.vcpu, pf_taken);
 	fixed_after = vcpu_get_stat(s.vcpu, pf_fixed);
 
@@ -1188,10 +1380,12 @@ TEST_F_TIMEOUT(vcpu, one_kvm_fault_per_page, UF_TIMEOUT)
 	pthread_join(srv.thread, NULL);
 	handler_close(&srv.h);
 
-	TEST_ASSERT(pf_after - pf_before == npages &&
+	TEST_ASSERT(pf_after - pf_before >= npages &&
+		    pf_after - pf_before - npages <= preempted &&
 		    fixed_after - fixed_before == npages,
-		    "%lu KVM page faults (%lu fixed) for %lu missing pages, wanted one each",
-		    pf_after - pf_before, fixed_after - fixed_before, npages);
+		    "%lu KVM page faults (%lu fixed) for %lu missing pages, wanted one each (and at most %lu more for as many preemptions)",
+		    pf_after - pf_before, fixed_after - fixed_before, npages,
+		    preempted);
 	TEST_ASSERT(!srv.fetch_err && !srv.bad_records && !srv.dups &&
 		    !srv.populate_err && srv.records == npages,
 		    "The server got %u records (%u bad, %u duplicates), fetch error %d, populate error %d; wanted %lu",
@@ -1260,25 +1454,24 @@ TEST_F_TIMEOUT(vcpu, conversion_while_waiting, UF_TIMEOUT)
 	vcpu_start(&ctx, vcpu);
 
 	/*
-	 * Page 0: converted to shared while the vCPU waits for it. The vCPU
-	 * keeps waiting for the private page until woken; then it runs its
-	 * fault again and reads the shared page.
+	 * Page 0: converted to shared while the vCPU waits for it. The
+	 * conversion ends the wait, with no GMEMUF_IOC_WAKE: the vCPU runs
+	 * its fault again and reads the shared page, then waits for page 1.
 	 */
 	expect_one_record(&h, 0, true);
 	vm_mem_set_shared(vm, UF_GPA, PAGE_SIZE);
-	expect_still_waiting(&ctx);
-	range_ioctl(fd, GMEMUF_IOC_WAKE, 0, PAGE_SIZE);
-
-	/*
-	 * Page 1: the same, but the handler populates the private page, as
-	 * it would for any record; the vCPU still reads the shared page.
-	 */
 	expect_one_record(&h, PAGE_SIZE, true);
-	vm_mem_set_shared(vm, UF_GPA + PAGE_SIZE, PAGE_SIZE);
-	TEST_ASSERT_EQ(populate(fd, PAGE_SIZE), 0);
+	TEST_ASSERT(ctx.nr_reads == 1 &&
+		    ctx.reads[0] == pattern_word(SEED_SHARED, 0),
+		    "Before page 1, the guest read 0x%lx (%u reads), wanted the shared 0x%lx",
+		    ctx.reads[0], ctx.nr_reads, pattern_word(SEED_SHARED, 0));
 
+	/* Page 1: the same, and the vCPU is done without a populate. */
+	vm_mem_set_shared(vm, UF_GPA + PAGE_SIZE, PAGE_SIZE);
 	vcpu_join(&ctx);
 	vcpu_check_done(&ctx, 0);
+	/* The handler populating the private page now changes nothing. */
+	TEST_ASSERT_EQ(populate(fd, PAGE_SIZE), 0);
 	for (p = 0; p < 2; p++)
 		TEST_ASSERT(ctx.reads[p] == pattern_word(SEED_SHARED, p * PAGE_SIZE),
 			    "The guest read 0x%lx from page %d, wanted the shared 0x%lx",
@@ -1497,7 +1690,8 @@ static void expect_stats_reads(struct vcpu_ctx *c)
 
 /*
  * Each page is populated only once the vCPU is asleep waiting for it, as
- * its gmemuf_waits shows, so that every fault makes exactly one wait. Pages
+ * its gmemuf_waits shows, so that every fault makes exactly one wait: the
+ * VM's only vCPU is kicked by nothing but the populate. Pages
  * populated by no fault, and populates that find the page present, count
  * in gmemuf_populated or not as they populate.
  */
