@@ -5,7 +5,10 @@
  * pwrite()/pwritev()/io_uring writes and GMEMUF_IOC_ZERO, arm, disarm and
  * wake, faults on a mapping of a missing page (user and kernel mode, the
  * capability rule), kill of a waiting task, hole punching, and the errno of
- * every bad input.
+ * every bad input. Among them:
+ *
+ *   wait_queues_sized_to_the_file  each file's own wait queues, as many
+ *                                  as its pages up to 256 (fdinfo)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -1033,6 +1036,53 @@ TEST_F(uf, one_record_for_eight_faulters)
 		EXPECT_TRUE(check(t[i].copy, PAGE, 17));
 	}
 	handler_close(&h);
+}
+
+/* The number of wait queues in a file's fdinfo, for a file of @pages. */
+static long wait_queues_of(unsigned long pages)
+{
+	int vm = create_vm(), fd;
+	long n;
+
+	if (vm < 0)
+		return -2;
+	fd = create_gmem(vm, pages * PAGE, UF_FLAGS);
+	if (fd < 0) {
+		close(vm);
+		return -2;
+	}
+	n = fdinfo_field(fd, "gmemuf_wait_queues");
+	close(fd);
+	close(vm);
+	return n;
+}
+
+/* The pages of a file, rounded up to a power of two, and at most 256. */
+TEST(wait_queues_sized_to_the_file)
+{
+	static const struct {
+		unsigned long pages;
+		long queues;
+	} sizes[] = {
+		{ 1, 1 }, { 2, 2 }, { 3, 4 }, { 64, 64 }, { 200, 256 },
+		{ 256, 256 }, { 257, 256 },
+		{ 1UL << 18, 256 },	/* 1 GiB */
+		{ 1UL << 24, 256 },	/* 64 GiB */
+	};
+	int vm = create_vm(), fd;
+	size_t i;
+
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		EXPECT_EQ(wait_queues_of(sizes[i].pages), sizes[i].queues)
+			TH_LOG("a file of %lu pages", sizes[i].pages);
+
+	/* A guest_memfd without userfault has no such line. */
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, SIZE, GUEST_MEMFD_FLAG_MMAP);
+	ASSERT_GE(fd, 0);
+	EXPECT_EQ(fdinfo_field(fd, "gmemuf_wait_queues"), -1);
+	close(fd);
+	close(vm);
 }
 
 TEST_F(uf, write_and_kernel_faults_are_told_apart)
