@@ -8,10 +8,15 @@
  * (write_iter, GMEMUF_IOC_ZERO) or disarming it clears the bit and wakes the
  * waiters.
  *
- * Waiting and waking use the kernel's hashed bit wait queues, keyed by the
- * bitmap word and bit: a waiter sleeps on its page alone, and a wake touches
- * only the waiters of the pages it resolved, never a queue for the whole
- * file.
+ * Waiting and waking use wait queues of the file's own, hashed by page index
+ * (gmemuf_waitqueue()), with the entries and keys of the kernel's bit waits:
+ * each waiter's entry is keyed by its page's bitmap word and bit, so a
+ * waiter sleeps on its page alone, and a wake walks only the queues of the
+ * pages it resolved and wakes only their waiters, never a queue for the
+ * whole file. Not the kernel's global hashed bit wait table: a wait for a
+ * page fetched over the network lasts milliseconds to seconds, and on that
+ * table it would lengthen the walk of unrelated wake_up_bit() calls of the
+ * whole host.
  *
  * Locking of the missing bitmap:
  *  - It is read without locks on the fault paths.
@@ -54,13 +59,64 @@ static bool gmemuf_kernel_faults_allowed(void)
 }
 
 /*
+ * The file's wait queue of page @index, on which every waiter for the page
+ * sleeps and every waker of the page wakes. Neighbouring pages, which a
+ * guest or a task touches together, land on different queues; pages that
+ * share one are a multiple of the number of queues apart, and the key of
+ * each entry (word and bit) keeps their wakeups apart.
+ */
+static struct wait_queue_head *gmemuf_waitqueue(struct gmemuf *uf,
+						pgoff_t index)
+{
+	return &uf->waitqs[index & uf->waitq_mask];
+}
+
+/*
+ * Wake the waiters of page @index: tasks in gmemuf_wait_page() if the page is
+ * present (wake_bit_function() tests the bit), vCPUs in gmemuf_wait_vcpu()
+ * whether it is or not (gmemuf_wake_vcpu()). As for wake_up_bit(), the caller
+ * orders what it changed before this with a full barrier: the check for
+ * waiters is lockless, and pairs with the barrier in the waiter's
+ * prepare_to_wait(), which queues it before it checks the bit.
+ */
+static void gmemuf_wake_page(struct gmemuf *uf, pgoff_t index)
+{
+	__wake_up_bit(gmemuf_waitqueue(uf, index), gmemuf_word(uf, index),
+		      gmemuf_bit(index));
+}
+
+/*
+ * Wait until page @index is present, in @state, as wait_on_bit() does, on the
+ * file's queue of the page. Returns 0 with acquire semantics once the page
+ * is present, or -EINTR if a signal that @state allows ended the wait.
+ */
+static int gmemuf_wait_page(struct gmemuf *uf, pgoff_t index,
+			    unsigned int state)
+{
+	DEFINE_WAIT_BIT(wbq_entry, gmemuf_word(uf, index), gmemuf_bit(index));
+
+	might_sleep();
+	if (!gmemuf_missing(uf, index))
+		return 0;
+	return __wait_on_bit(gmemuf_waitqueue(uf, index), &wbq_entry, bit_wait,
+			     state);
+}
+
+/*
  * Mark @index present and wake its waiters. The release orders the page's
  * contents, and its uptodate flag, before the bit; the waiters' acquire in
- * wait_on_bit() pairs with it.
+ * gmemuf_wait_page() pairs with it.
  */
 static void gmemuf_resolve(struct gmemuf *uf, pgoff_t index)
 {
-	clear_and_wake_up_bit(gmemuf_bit(index), gmemuf_word(uf, index));
+	clear_bit_unlock(gmemuf_bit(index), gmemuf_word(uf, index));
+	/*
+	 * As in clear_and_wake_up_bit(): the bit before the lockless check for
+	 * waiters, pairing with the barrier in a waiter's prepare_to_wait(). A
+	 * waiter queues, then checks the bit; this clears the bit, then wakes.
+	 */
+	smp_mb__after_atomic();
+	gmemuf_wake_page(uf, index);
 	/*
 	 * After the page is present, so that no task faults on it and finds a
 	 * record still out. The record itself is freed when next seen.
@@ -115,6 +171,35 @@ static pgoff_t gmemuf_bits_change(unsigned long *map, pgoff_t start,
 	return start;
 }
 
+/*
+ * How many wait queues a file has: as many as its pages, rounded up to a
+ * power of two (so that the hash is a mask), and at most GMEMUF_WAITQ_MAX.
+ * What shares a queue is the pages waited on at once, not all the file's
+ * pages: at most one per task or vCPU stalled on the file, a few hundred
+ * even for a big VM, so 256 queues give each a queue of its own or nearly,
+ * as many as the kernel's bit wait table has for the whole host; a smaller
+ * file needs no more queues than pages. The cost, in kvmalloc() memory as
+ * for the bitmaps: at most 256 wait_queue_heads a file, 24 bytes each (6
+ * KiB) on 64-bit without lock debugging, 80 (20 KiB) with lockdep's map and
+ * the spinlock debugging in each; a 1 GiB file's two bitmaps take 64 KiB.
+ */
+#define GMEMUF_WAITQ_MAX	256
+
+static int gmemuf_waitqueues_alloc(struct gmemuf *uf, pgoff_t nr_pages)
+{
+	unsigned long nr = roundup_pow_of_two(clamp_t(pgoff_t, nr_pages, 1,
+						      GMEMUF_WAITQ_MAX));
+	unsigned long i;
+
+	uf->waitqs = kvmalloc_objs(*uf->waitqs, nr, GFP_KERNEL_ACCOUNT);
+	if (!uf->waitqs)
+		return -ENOMEM;
+	for (i = 0; i < nr; i++)
+		init_waitqueue_head(&uf->waitqs[i]);
+	uf->waitq_mask = nr - 1;
+	return 0;
+}
+
 int gmemuf_create(struct kvm *kvm, struct inode *inode, u64 flags)
 {
 	loff_t size = i_size_read(inode);
@@ -130,7 +215,8 @@ int gmemuf_create(struct kvm *kvm, struct inode *inode, u64 flags)
 
 	uf->missing = gmemuf_bitmap_alloc(nr_pages);
 	uf->posted = gmemuf_bitmap_alloc(nr_pages);
-	if (!uf->missing || !uf->posted) {
+	if (!uf->missing || !uf->posted ||
+	    gmemuf_waitqueues_alloc(uf, nr_pages)) {
 		kvfree(uf->missing);
 		kvfree(uf->posted);
 		kfree(uf);
@@ -153,6 +239,16 @@ int gmemuf_create(struct kvm *kvm, struct inode *inode, u64 flags)
 	return 0;
 }
 
+static void gmemuf_waitqueues_check_empty(struct gmemuf *uf)
+{
+	unsigned long i;
+
+	for (i = 0; i <= uf->waitq_mask; i++) {
+		/* Lockless: nobody can queue any more, see the caller. */
+		WARN_ON_ONCE(waitqueue_active(&uf->waitqs[i]));
+	}
+}
+
 void gmemuf_destroy(struct inode *inode)
 {
 	struct gmemuf *uf = GMEMUF(inode);
@@ -163,6 +259,15 @@ void gmemuf_destroy(struct inode *inode)
 	/* Each handler holds the file: none is left. */
 	inode->i_private = NULL;
 	gmemuf_free_pending(uf);
+	/*
+	 * Nor any waiter: each holds the file over its wait, from before it
+	 * queues until after finish_wait() (gmemuf_fault_user(), and the
+	 * callers of gmemuf_fault_vcpu()), and the inode is destroyed after
+	 * the file's last reference is gone. Nor any waker: populate and the
+	 * ioctls are calls on the file.
+	 */
+	gmemuf_waitqueues_check_empty(uf);
+	kvfree(uf->waitqs);
 	kvfree(uf->missing);
 	kvfree(uf->posted);
 	kfree(uf);
@@ -170,9 +275,9 @@ void gmemuf_destroy(struct inode *inode)
 
 /*
  * The wake function of a vCPU's wait on its page: unlike a task in
- * wait_on_bit(), which waits until the bit is clear, a vCPU also wakes for
- * GMEMUF_IOC_WAKE while the page is still missing, to run its fault again
- * against the memslots and memory attributes as they are then.
+ * gmemuf_wait_page(), which waits until the bit is clear, a vCPU also wakes
+ * for GMEMUF_IOC_WAKE while the page is still missing, to run its fault
+ * again against the memslots and memory attributes as they are then.
  */
 static int gmemuf_wake_vcpu(struct wait_queue_entry *wq_entry,
 			    unsigned int mode, int sync, void *arg)
@@ -217,10 +322,10 @@ static bool gmemuf_vcpu_may_sleep(struct kvm_vcpu *vcpu, struct gmemuf *uf,
  * pending: once. The caller maps the page if it is there, and retries the
  * fault otherwise.
  *
- * The vCPU sleeps both on the page's bit wait queue, for populates and
- * GMEMUF_IOC_WAKE, and on its own rcuwait, as in kvm_vcpu_block(), for
+ * The vCPU sleeps both on the file's wait queue of the page, for populates
+ * and GMEMUF_IOC_WAKE, and on its own rcuwait, as in kvm_vcpu_block(), for
  * kvm_vcpu_wake_up(). It is queued on both, and in TASK_INTERRUPTIBLE, before
- * it checks for a reason not to sleep: a waker changes the state (sets the
+ * it checks for a reason not to sleep: a waker changes the state (clears the
  * bit, posts the request, bumps the invalidation sequence) before it wakes,
  * so either the check sees the change or the wakeup finds the vCPU queued.
  *
@@ -233,10 +338,8 @@ static void gmemuf_wait_vcpu(struct kvm_vcpu *vcpu, struct gmemuf *uf,
 			     pgoff_t index, gfn_t gfn, unsigned long mmu_seq)
 {
 	struct rcuwait *vcpu_wait = kvm_arch_vcpu_get_wait(vcpu);
-	unsigned long *word = gmemuf_word(uf, index);
-	int bit = gmemuf_bit(index);
-	struct wait_queue_head *wq = bit_waitqueue(word, bit);
-	DEFINE_WAIT_BIT(wbq_entry, word, bit);
+	struct wait_queue_head *wq = gmemuf_waitqueue(uf, index);
+	DEFINE_WAIT_BIT(wbq_entry, gmemuf_word(uf, index), gmemuf_bit(index));
 
 	/* As kvm_vcpu_block(): the arch may have to route wakeups to it. */
 	preempt_disable();
@@ -378,7 +481,7 @@ vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 	 */
 	get_file(file);
 	release_fault_lock(vmf);
-	wait_on_bit(gmemuf_word(uf, index), gmemuf_bit(index), state);
+	gmemuf_wait_page(uf, index, state);
 	trace_gmemuf_wake(uf->ino, index, flags, !gmemuf_missing(uf, index));
 	fput(file);
 
@@ -646,7 +749,7 @@ static long gmemuf_wake(struct gmemuf *uf, pgoff_t start, pgoff_t end)
 	for_each_set_bit_from(index, uf->missing, end) {
 		if (fatal_signal_pending(current))
 			return -EINTR;
-		wake_up_bit(gmemuf_word(uf, index), gmemuf_bit(index));
+		gmemuf_wake_page(uf, index);
 		cond_resched();
 	}
 	return 0;

@@ -35,6 +35,13 @@ struct gmemuf {
 	unsigned long *missing;
 	/* One bit per page, set while a record of a fault on it is out. */
 	unsigned long *posted;
+	/*
+	 * The wait queues of the tasks and vCPUs waiting for missing pages of
+	 * the file, waitq_mask + 1 of them, a power of two: page @index waits
+	 * on waitqs[index & waitq_mask] (gmemuf_waitqueue()).
+	 */
+	struct wait_queue_head *waitqs;
+	unsigned int waitq_mask;
 
 	/*
 	 * The fault records of the file: those to deliver, in order, and the
@@ -59,7 +66,7 @@ struct gmemuf {
 	bool vcpu_exit;
 };
 
-/* The word and bit of page @index, which key its wait queue too. */
+/* The word and bit of page @index, which key its waiters' entries too. */
 static inline unsigned long *gmemuf_word(struct gmemuf *uf, pgoff_t index)
 {
 	return &uf->missing[BIT_WORD(index)];

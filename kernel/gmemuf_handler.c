@@ -267,8 +267,9 @@ void gmemuf_drop_resolved(struct gmemuf *uf)
 
 /*
  * /proc/<pid>/fdinfo/<fd> of a guest_memfd: for a userfault one, its
- * handlers, and its records not delivered yet, counting those whose pages
- * were populated since (freed when a handler next looks, or by an arm).
+ * handlers, its records not delivered yet, counting those whose pages were
+ * populated since (freed when a handler next looks, or by an arm), and the
+ * number of its wait queues, fixed when it was created.
  */
 void gmemuf_show_fdinfo(struct seq_file *m, struct file *file)
 {
@@ -288,6 +289,7 @@ void gmemuf_show_fdinfo(struct seq_file *m, struct file *file)
 
 	seq_printf(m, "gmemuf_handlers:\t%u\ngmemuf_pending:\t%lu\n",
 		   handlers, pending);
+	seq_printf(m, "gmemuf_wait_queues:\t%u\n", uf->waitq_mask + 1);
 }
 
 /*

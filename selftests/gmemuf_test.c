@@ -5,7 +5,13 @@
  * pwrite()/pwritev()/io_uring writes and GMEMUF_IOC_ZERO, arm, disarm and
  * wake, faults on a mapping of a missing page (user and kernel mode, the
  * capability rule), kill of a waiting task, hole punching, and the errno of
- * every bad input.
+ * every bad input. Among them:
+ *
+ *   wait_queues_sized_to_the_file      each file's own wait queues, as many
+ *                                      as its pages up to 256 (fdinfo)
+ *   populates_wake_only_their_waiters  a populate wakes its page's waiters
+ *                                      alone, even where pages of one file,
+ *                                      and of two, share a wait queue
  */
 #include <dirent.h>
 #include <errno.h>
@@ -1033,6 +1039,277 @@ TEST_F(uf, one_record_for_eight_faulters)
 		EXPECT_TRUE(check(t[i].copy, PAGE, 17));
 	}
 	handler_close(&h);
+}
+
+/* The number of wait queues in a file's fdinfo, for a file of @pages. */
+static long wait_queues_of(unsigned long pages)
+{
+	int vm = create_vm(), fd;
+	long n;
+
+	if (vm < 0)
+		return -2;
+	fd = create_gmem(vm, pages * PAGE, UF_FLAGS);
+	if (fd < 0) {
+		close(vm);
+		return -2;
+	}
+	n = fdinfo_field(fd, "gmemuf_wait_queues");
+	close(fd);
+	close(vm);
+	return n;
+}
+
+/* The pages of a file, rounded up to a power of two, and at most 256. */
+TEST(wait_queues_sized_to_the_file)
+{
+	static const struct {
+		unsigned long pages;
+		long queues;
+	} sizes[] = {
+		{ 1, 1 }, { 2, 2 }, { 3, 4 }, { 64, 64 }, { 200, 256 },
+		{ 256, 256 }, { 257, 256 },
+		{ 1UL << 18, 256 },	/* 1 GiB */
+		{ 1UL << 24, 256 },	/* 64 GiB */
+	};
+	int vm = create_vm(), fd;
+	size_t i;
+
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		EXPECT_EQ(wait_queues_of(sizes[i].pages), sizes[i].queues)
+			TH_LOG("a file of %lu pages", sizes[i].pages);
+
+	/* A guest_memfd without userfault has no such line. */
+	ASSERT_GE(vm, 0);
+	fd = create_gmem(vm, SIZE, GUEST_MEMFD_FLAG_MMAP);
+	ASSERT_GE(fd, 0);
+	EXPECT_EQ(fdinfo_field(fd, "gmemuf_wait_queues"), -1);
+	close(fd);
+	close(vm);
+}
+
+/*
+ * A toucher that, once its access returns, writes its id to a pipe that all
+ * waiters of a test share, so that the test sees which returned and when.
+ */
+struct page_waiter {
+	struct toucher t;
+	int file;
+	unsigned long page;
+	int notify;
+	unsigned char id;
+	bool returned;
+	long nvcsw;
+};
+
+static void *page_waiter_fn(void *arg)
+{
+	struct page_waiter *w = arg;
+
+	toucher_fn(&w->t);
+	if (write(w->notify, &w->id, 1) != 1)
+		abort();
+	return NULL;
+}
+
+static void page_waiter_start(struct page_waiter *w, void *addr,
+			      bool via_kernel)
+{
+	struct toucher *t = &w->t;
+
+	memset(t, 0, sizeof(*t));
+	t->addr = addr;
+	t->via_kernel = via_kernel;
+	if (via_kernel && pipe2(t->pipe, 0))
+		abort();
+	if (via_kernel)
+		fcntl(t->pipe[1], F_SETPIPE_SZ, 2 * PAGE);
+	pthread_create(&t->thread, NULL, page_waiter_fn, w);
+	while (!t->tid)
+		usleep(100);
+}
+
+/* The times a thread of this process went to sleep, or -1. */
+static long voluntary_switches(pid_t tid)
+{
+	static const char name[] = "voluntary_ctxt_switches:";
+	char path[64], line[256];
+	long value = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, sizeof(name) - 1))
+			value = strtol(line + sizeof(name) - 1, NULL, 10);
+	fclose(f);
+	return value;
+}
+
+/*
+ * Until every waiter not returned has slept the same number of times over
+ * 200 ms, bounded (10 s): each is then asleep in the wait for its page, and
+ * any later change is a wakeup. Records the counts.
+ */
+static bool waiters_settled(struct page_waiter *w, int n)
+{
+	int tries, i;
+	bool same;
+
+	for (tries = 0; tries < 50; tries++) {
+		for (i = 0; i < n; i++)
+			if (!w[i].returned)
+				w[i].nvcsw = voluntary_switches(w[i].t.tid);
+		usleep(200000);
+		same = true;
+		for (i = 0; i < n; i++)
+			if (!w[i].returned &&
+			    voluntary_switches(w[i].t.tid) != w[i].nvcsw)
+				same = false;
+		if (same)
+			return true;
+	}
+	return false;
+}
+
+/* The id a waiter wrote to @fd within @ms, or -1. */
+static int waiter_returned(int fd, int ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	unsigned char id;
+
+	if (poll(&pfd, 1, ms) != 1 || read(fd, &id, 1) != 1)
+		return -1;
+	return id;
+}
+
+#define WQ_FILE_PAGES	512UL	/* above the 256 queues of the largest */
+#define WQ_PER_PAGE	3	/* waiters of each page: two loads, a write() */
+
+/*
+ * Many tasks wait on pages of two files that share wait queues: pages @q
+ * apart in one file (@q its number of queues), and the same pages in the
+ * other (which, in one table for the host, may share a queue too). A
+ * GMEMUF_IOC_WAKE of both files returns none of them. Then each populate,
+ * in an order that goes back and forth between the files and between the
+ * pages of a queue, wakes exactly the waiters of its page: they return,
+ * with the page's contents, and no other waiter returns, nor is even woken
+ * (its count of sleeps does not change).
+ */
+TEST(populates_wake_only_their_waiters)
+{
+	struct uf_file f[2];
+	unsigned long pages[4];
+	struct {
+		int file;
+		unsigned long page;
+	} order[8];
+	struct page_waiter w[8 * WQ_PER_PAGE];
+	int notify[2], nw = 0, i, j, k, n, id;
+	long q;
+
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(uf_open(&f[i], WQ_FILE_PAGES * PAGE), 0)
+			TH_LOG("%s", strerror(errno));
+	q = fdinfo_field(f[0].fd, "gmemuf_wait_queues");
+	ASSERT_EQ(q, 256);
+	EXPECT_EQ(fdinfo_field(f[1].fd, "gmemuf_wait_queues"), 256);
+	ASSERT_EQ(pipe2(notify, O_NONBLOCK), 0);
+
+	/* Two queues, two pages of each. */
+	pages[0] = 3;
+	pages[1] = 3 + q;
+	pages[2] = 7;
+	pages[3] = 7 + q;
+	for (i = 0; i < 2; i++) {
+		for (j = 0; j < 4; j++) {
+			for (k = 0; k < WQ_PER_PAGE; k++, nw++) {
+				w[nw].file = i;
+				w[nw].page = pages[j];
+				w[nw].notify = notify[1];
+				w[nw].id = nw;
+				w[nw].returned = false;
+				page_waiter_start(&w[nw],
+						  f[i].mem + pages[j] * PAGE,
+						  k == WQ_PER_PAGE - 1);
+			}
+		}
+	}
+	for (i = 0; i < nw; i++)
+		ASSERT_TRUE(wait_sleeping(w[i].t.tid));
+	ASSERT_TRUE(waiters_settled(w, nw));
+	EXPECT_EQ(waiter_returned(notify[0], 0), -1);
+
+	/* A wake returns nobody: every page is still missing. */
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(range_ioctl(f[i].fd, GMEMUF_IOC_WAKE, 0,
+				      WQ_FILE_PAGES * PAGE, NULL), 0);
+	EXPECT_EQ(waiter_returned(notify[0], 300), -1);
+	ASSERT_TRUE(waiters_settled(w, nw));
+
+	order[0].file = 0, order[0].page = pages[1];
+	order[1].file = 1, order[1].page = pages[0];
+	order[2].file = 0, order[2].page = pages[2];
+	order[3].file = 1, order[3].page = pages[3];
+	order[4].file = 0, order[4].page = pages[0];
+	order[5].file = 1, order[5].page = pages[1];
+	order[6].file = 0, order[6].page = pages[3];
+	order[7].file = 1, order[7].page = pages[2];
+
+	for (i = 0; i < 8; i++) {
+		int file = order[i].file;
+		unsigned long page = order[i].page;
+		unsigned int seed = file * 1000 + page;
+
+		ASSERT_EQ(populate(f[file].fd, page, seed), PAGE);
+
+		/* Exactly its waiters return... */
+		for (n = 0; n < WQ_PER_PAGE; n++) {
+			id = waiter_returned(notify[0], 10000);
+			ASSERT_GE(id, 0) TH_LOG("populate %d: %d of %d returned",
+						i, n, WQ_PER_PAGE);
+			ASSERT_LT(id, nw);
+			EXPECT_EQ(w[id].file, file);
+			EXPECT_EQ(w[id].page, page);
+			EXPECT_FALSE(w[id].returned);
+			w[id].returned = true;
+			toucher_join(&w[id].t);
+			EXPECT_EQ(w[id].t.result, PAGE)
+				TH_LOG("%s", strerror(w[id].t.err));
+			EXPECT_TRUE(check(w[id].t.copy, PAGE, seed));
+		}
+		/* ... and no other, in a while... */
+		id = waiter_returned(notify[0], 300);
+		EXPECT_EQ(id, -1)
+			TH_LOG("populate %d (%d:%lu) returned %d (%d:%lu)",
+			       i, file, page, id, id >= 0 ? w[id].file : -1,
+			       id >= 0 ? w[id].page : 0);
+		/* ... nor was woken at all (each wakeup told once). */
+		for (j = 0; j < nw; j++) {
+			long nvcsw;
+
+			if (w[j].returned)
+				continue;
+			nvcsw = voluntary_switches(w[j].t.tid);
+			EXPECT_EQ(nvcsw, w[j].nvcsw)
+				TH_LOG("populate %d (%d:%lu) woke %d (%d:%lu)",
+				       i, file, page, j, w[j].file, w[j].page);
+			w[j].nvcsw = nvcsw;
+		}
+	}
+	for (i = 0; i < nw; i++)
+		EXPECT_TRUE(w[i].returned);
+	EXPECT_EQ(count_missing(f[0].fd, 0, WQ_FILE_PAGES * PAGE, NULL),
+		  WQ_FILE_PAGES - 4);
+	EXPECT_EQ(count_missing(f[1].fd, 0, WQ_FILE_PAGES * PAGE, NULL),
+		  WQ_FILE_PAGES - 4);
+
+	close(notify[0]);
+	close(notify[1]);
+	for (i = 0; i < 2; i++)
+		uf_close(&f[i]);
 }
 
 TEST_F(uf, write_and_kernel_faults_are_told_apart)
