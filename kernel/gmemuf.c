@@ -229,7 +229,6 @@ int gmemuf_create(struct kvm *kvm, struct inode *inode, u64 flags)
 	uf->kvm = kvm;
 	uf->ino = inode->i_ino;
 	spin_lock_init(&uf->queue_lock);
-	INIT_LIST_HEAD(&uf->pending);
 	INIT_LIST_HEAD(&uf->parked);
 	init_waitqueue_head(&uf->read_wait);
 	uf->kernel_faults = gmemuf_kernel_faults_allowed();

@@ -22,6 +22,17 @@ struct kvm_vcpu;
 struct seq_file;
 
 #ifdef CONFIG_KVM_GMEMUF
+/* Handlers of one file at most: GMEMUF_IOC_HANDLER fails with ENOSPC. */
+#define GMEMUF_MAX_HANDLERS	256
+
+/* A ring of fault records, see gmemuf_handler.c. */
+struct gmemuf_recs {
+	u64 *recs;
+	unsigned long head;	/* where the oldest is */
+	unsigned long nr;
+	unsigned long cap;	/* 0 or a power of two */
+};
+
 struct gmemuf {
 	/*
 	 * The VM the file was created for, whose stats count its faults and
@@ -44,15 +55,23 @@ struct gmemuf {
 	unsigned int waitq_mask;
 
 	/*
-	 * The fault records of the file: those to deliver, in order, and the
-	 * GMEMUF_CMD_FETCH commands of all its handlers waiting for them. One
-	 * queue for all the handlers, so that any handler that fetches gets
-	 * any pending record.
+	 * The fault records of the file, one word each (gmemuf_handler.c):
+	 * those to deliver, oldest first, and those delivered, each tagged
+	 * with its handler, in rings that grow with the records alive, so that
+	 * posting one allocates nothing once there is room. One queue for all
+	 * the handlers, so that any handler that fetches gets any pending
+	 * record. The GMEMUF_CMD_FETCH commands of all the handlers wait for
+	 * them on @parked.
 	 */
 	spinlock_t queue_lock;
-	struct list_head pending;
+	struct gmemuf_recs pending;
+	struct gmemuf_recs delivered;
+	/* Records pending, delivered, or in between: each ring has room for all. */
+	unsigned long nr_records;
 	struct list_head parked;
 	unsigned int nr_handlers;
+	/* The tags of the handlers attached, in their delivered records. */
+	DECLARE_BITMAP(handler_ids, GMEMUF_MAX_HANDLERS);
 	/* Handlers in read() or poll() of their handler file, for records. */
 	wait_queue_head_t read_wait;
 

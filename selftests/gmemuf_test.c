@@ -12,6 +12,13 @@
  *   populates_wake_only_their_waiters  a populate wakes its page's waiters
  *                                      alone, even where pages of one file,
  *                                      and of two, share a wait queue
+ *   fault_injection_no_allocation_per_fault
+ *                                      once the file's records have room, a
+ *                                      fault posts its record with every
+ *                                      slab allocation of its task failing
+ *   read_into_a_partly_writable_buffer a read gets the records that fit in
+ *                                      the writable start of its buffer,
+ *                                      and the rest stay pending
  */
 #include <dirent.h>
 #include <errno.h>
@@ -2405,6 +2412,52 @@ TEST_F(uf, read_buffer_fault_keeps_the_record)
 }
 
 /*
+ * A read whose buffer can be written only in part, 33 records' worth then
+ * a page that cannot, with 40 records pending: it returns the 33 (a short
+ * read, more than one batch of the kernel's), the other 7 stay pending, and
+ * the next read has them: each page's record once.
+ */
+TEST_F(uf, read_into_a_partly_writable_buffer)
+{
+	enum { NR = 40, FIT = 33 };
+	struct gmemuf_fault faults[NR + 1];
+	struct toucher *t;
+	bool seen[NR] = {};
+	unsigned long page;
+	char *buf;
+	int hfd, i;
+
+	t = calloc(NR, sizeof(*t));
+	ASSERT_NE(t, NULL);
+	hfd = ioctl(self->fd, GMEMUF_IOC_HANDLER, 0);
+	ASSERT_GE(hfd, 0);
+	buf = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(buf, MAP_FAILED);
+	ASSERT_EQ(mprotect(buf + PAGE, PAGE, PROT_NONE), 0);
+	ASSERT_TRUE(touch_pages(t, self->mem, 0, NR));
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), NR);
+
+	ASSERT_EQ(read_records(hfd, (void *)(buf + PAGE - FIT * REC), NR * REC),
+		  FIT);
+	memcpy(faults, buf + PAGE - FIT * REC, FIT * REC);
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), NR - FIT);
+	ASSERT_EQ(read_records(hfd, faults + FIT, (NR - FIT + 1) * REC),
+		  NR - FIT);
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), 0);
+	for (i = 0; i < NR; i++) {
+		page = faults[i].offset / PAGE;
+		ASSERT_LT(page, NR);
+		EXPECT_FALSE(seen[page]) TH_LOG("page %lu twice", page);
+		seen[page] = true;
+	}
+	populate_and_join(_metadata, self->fd, t, 0, NR);
+	munmap(buf, 2 * PAGE);
+	close(hfd);
+	free(t);
+}
+
+/*
  * A handler of poll() and non-blocking read() serves a toucher of every
  * page: exactly one record per page, and every page right.
  */
@@ -2803,6 +2856,93 @@ TEST_F(uf, fault_injection_record)
 	pthread_join(t.thread, NULL);
 	ASSERT_EQ(t.result, PAGE) TH_LOG("%s", strerror(t.err));
 	EXPECT_TRUE(check(t.copy, PAGE, 60));
+	handler_close(&h);
+}
+
+/* A thread that reads @nr pages from @first in turn, its allocations failing. */
+struct failing_reader {
+	pthread_t thread;
+	char *mem;
+	unsigned long first;
+	int nr;
+	unsigned char copy[8][PAGE];
+	int err;
+};
+
+/*
+ * The switch is opened before it is turned on: an open() with it on would
+ * allocate, and fail, and the thread would go on failing.
+ */
+static void *failing_reader_fn(void *arg)
+{
+	struct failing_reader *r = arg;
+	int i, fd;
+
+	fd = open("/proc/thread-self/make-it-fail", O_WRONLY);
+	if (fd < 0 || write(fd, "1", 1) != 1) {
+		r->err = errno;
+		return NULL;
+	}
+	for (i = 0; i < r->nr; i++)
+		memcpy(r->copy[i], r->mem + (r->first + i) * PAGE, PAGE);
+	if (write(fd, "0", 1) != 1)
+		r->err = errno;
+	close(fd);
+	return NULL;
+}
+
+/*
+ * Records take no allocation each: once the file's records have room (one
+ * fault posted before), a thread whose every slab allocation fails faults
+ * on eight missing pages in turn, and each fault posts its record, is
+ * delivered, and ends with the page's contents, with no failure taken.
+ * The page tables are there already (pages 47 and 56 touched around the
+ * eight), and the copies' memory is written before.
+ */
+TEST_F(uf, fault_injection_no_allocation_per_fault)
+{
+	struct failing_reader *r;
+	struct handler h;
+	struct toucher t;
+	int i;
+
+	if (access("/sys/kernel/debug/failslab", F_OK))
+		SKIP(return, "no CONFIG_FAILSLAB");
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	toucher_start(&t, self->mem + 40 * PAGE, false);
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	ASSERT_EQ(handler_wait(&h, 60000), 1);
+	EXPECT_EQ(h.faults[0].offset, 40 * PAGE);
+	ASSERT_EQ(populate(self->fd, 40, 40), PAGE);
+	toucher_join(&t);
+	EXPECT_TRUE(check(t.copy, PAGE, 40));
+	ASSERT_EQ(populate(self->fd, 47, 47), PAGE);
+	ASSERT_EQ(populate(self->fd, 56, 56), PAGE);
+	EXPECT_TRUE(check(self->mem + 47 * PAGE, PAGE, 47));
+	EXPECT_TRUE(check(self->mem + 56 * PAGE, PAGE, 56));
+
+	r = malloc(sizeof(*r));
+	ASSERT_NE(r, NULL);
+	memset(r, 0, sizeof(*r));
+	r->mem = self->mem;
+	r->first = 48;
+	r->nr = 8;
+	ASSERT_TRUE(inject_setup("failslab", 8));
+	ASSERT_EQ(pthread_create(&r->thread, NULL, failing_reader_fn, r), 0);
+	for (i = 0; i < r->nr; i++) {
+		ASSERT_EQ(handler_fetch(&h, 16), 0);
+		ASSERT_EQ(handler_wait(&h, 60000), 1);
+		EXPECT_EQ(h.faults[0].offset, (48 + i) * PAGE);
+		ASSERT_EQ(populate(self->fd, 48 + i, 48 + i), PAGE);
+	}
+	pthread_join(r->thread, NULL);
+	ASSERT_EQ(r->err, 0) TH_LOG("%s", strerror(r->err));
+	for (i = 0; i < r->nr; i++)
+		EXPECT_TRUE(check(r->copy[i], PAGE, 48 + i));
+	/* Not one allocation of the thread was tried, and failed. */
+	EXPECT_EQ(inject_times_left("failslab"), 8);
+	inject_setup("failslab", 0);
+	free(r);
 	handler_close(&h);
 }
 
