@@ -113,10 +113,12 @@ extern "C" {
  * @vm_fd: a KVM VM file descriptor (KVM_CREATE_VM); the answer is for VMs
  *	of its type, as KVM_CAP_GUEST_MEMFD_FLAGS is.
  * @features: if not NULL, set to the mask of GMEMUF_FEATURE_* the kernel
- *	has, 0 when it has no userfault at all.
+ *	has for VMs of this type: 0 when it has no userfault at all, and 0
+ *	when VMs of this type cannot have it (SEV, SEV-SNP, TDX on x86).
  *
  * Return: 1 if a userfault guest_memfd can be created for this VM, 0 if not
- * (an older kernel, or a VM type without guest_memfd), or a negative errno
+ * (an older kernel, a VM type without guest_memfd, or one whose memory the
+ * hardware encrypts: SEV, SEV-SNP, TDX), or a negative errno
  * if the question could not be asked: -EBADF, -ENOTTY (@vm_fd is not a KVM
  * VM).
  *

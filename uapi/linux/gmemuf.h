@@ -33,7 +33,8 @@
 
 /*
  * KVM_CHECK_EXTENSION(KVM_CAP_GUEST_MEMFD_USERFAULT) returns a mask of the
- * parts of gmemuf this kernel has, 0 if none.
+ * parts of gmemuf this kernel has, 0 if none; on a VM, 0 also if VMs of its
+ * type cannot have userfault guest_memfds (SEV, SEV-SNP, TDX).
  */
 #define GMEMUF_FEATURE_MMAP_FAULT	_BITULL(0) /* mmap faults wait */
 #define GMEMUF_FEATURE_POPULATE		_BITULL(1) /* write(), ZERO, WAKE */
