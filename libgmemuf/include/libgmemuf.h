@@ -156,7 +156,9 @@ int gmemuf_create(int vm_fd, uint64_t size, uint64_t flags);
  * unmapped from userspace and from every guest, and the next access waits.
  *
  * Return: 0, or -EINVAL (range not page-aligned, empty, or past the end of
- * the file), -EOPNOTSUPP (@fd is not a userfault guest_memfd), -EBADF.
+ * the file; an empty or unaligned range is refused before the system call,
+ * whatever @fd is), -EOPNOTSUPP (@fd is not a userfault guest_memfd),
+ * -EBADF, -EINTR (a fatal signal stopped it: see uapi.rst).
  *
  * Thread-safety: safe; it excludes populates of the file for its duration.
  */
@@ -848,10 +850,10 @@ typedef int (*gmemuf_prefetch_fn)(void *arg, const uint64_t *offsets,
  * A page populated meanwhile by anyone else, demand faults included, is
  * skipped, not an error: prefetch and a handler can run at the same time.
  *
- * Return: the number of pages this call populated (0 if @nr is 0), or a
- * negative errno: the one @fn returned, -EINVAL (@fn NULL, @order NULL with
- * @nr not 0, @batch too big, an offset out of the file or not aligned),
- * -ENOMEM, or those of gmemuf_populate().
+ * Return: the number of pages this call populated, or a negative errno: the
+ * one @fn returned, -EINVAL (@fn or @order NULL, @batch too big, an offset
+ * out of the file or not aligned), -ENOMEM, or those of gmemuf_populate().
+ * With @nr 0 it does nothing and returns 0, whatever the other arguments.
  *
  * Thread-safety: safe, if @fn is.
  */

@@ -565,6 +565,68 @@ TEST(invalid_arguments_are_einval)
 	close(fd);
 }
 
+/*
+ * On any kernel: every call that takes a range answers -EINVAL for an
+ * empty or unaligned one, whatever the offset, before any system call:
+ * on a memfd, which would answer the ioctl with ENOTTY (-EOPNOTSUPP), and
+ * on a guest_memfd without userfault where there is /dev/kvm.
+ */
+TEST(ranges_checked_before_the_system_call)
+{
+	static const uint64_t bad[][2] = {
+		{ 0, 0 }, { 5 * PAGE, 0 }, { 5 * PAGE + 8, 0 }, { SIZE, 0 },
+		{ 8, PAGE }, { 0, PAGE + 8 }, { 3, 5 },
+	};
+	static char page[GMEMUF_PAGE_SIZE];
+	uint64_t bitmap[2];
+	int fds[2], vm, n = 1, i;
+	unsigned int k;
+
+	fds[0] = memfd_create("libgmemuf_test", MFD_CLOEXEC);
+	ASSERT_GE(fds[0], 0);
+	ASSERT_EQ(ftruncate(fds[0], SIZE), 0);
+	vm = open_vm();
+	fds[1] = vm >= 0 ? plain_gmem(vm) : -1;
+	if (fds[1] >= 0)
+		n = 2;
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+			uint64_t off = bad[k][0], len = bad[k][1];
+
+			EXPECT_EQ(gmemuf_arm(fds[i], off, len), -EINVAL)
+				TH_LOG("file %d, range %u", i, k);
+			EXPECT_EQ(gmemuf_disarm(fds[i], off, len), -EINVAL);
+			EXPECT_EQ(gmemuf_wake(fds[i], off, len), -EINVAL);
+			EXPECT_EQ(gmemuf_read_bitmap(fds[i], off, len, bitmap),
+				  -EINVAL);
+			EXPECT_EQ(gmemuf_count_missing(fds[i], off, len),
+				  -EINVAL);
+			EXPECT_EQ(gmemuf_zero(fds[i], off, len), -EINVAL);
+			EXPECT_EQ(gmemuf_populate_range(fds[i], off, page, len),
+				  -EINVAL);
+		}
+		/* A good range reaches the file, which lacks the mode. */
+		EXPECT_EQ(gmemuf_arm(fds[i], 0, PAGE), -EOPNOTSUPP);
+		EXPECT_EQ(gmemuf_count_missing(fds[i], 0, PAGE), -EOPNOTSUPP);
+		close(fds[i]);
+	}
+	if (vm >= 0)
+		close(vm);
+}
+
+/* No pages to prefetch: 0, whatever else is given, and no call. */
+TEST(prefetch_of_no_pages_is_nothing)
+{
+	uint64_t order = 0;
+	int calls = 0;
+
+	EXPECT_EQ(gmemuf_prefetch(-1, NULL, 0, 0, NULL, NULL), 0);
+	EXPECT_EQ(gmemuf_prefetch(-1, &order, 0, GMEMUF_FETCH_MAX + 1,
+				  never_called, &calls), 0);
+	EXPECT_EQ(gmemuf_prefetch(-1, NULL, 0, 0, never_called, &calls), 0);
+	EXPECT_EQ(calls, 0);
+}
+
 TEST(strerror_names_errors)
 {
 	EXPECT_NE(strstr(gmemuf_strerror(-EOPNOTSUPP), "userfault"), NULL);
