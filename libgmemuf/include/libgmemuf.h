@@ -652,7 +652,9 @@ void gmemuf_handler_destroy(struct gmemuf_handler *handler);
  * Return: the number of records at *@faults (1 or more), 0 if none came in
  * @timeout_ms, or a negative errno: -ESHUTDOWN (gmemuf_handler_stop() was
  * called), -EINVAL (@handler or @faults NULL, @queue out of range,
- * @timeout_ms below -1), the error of a populate, or of the ring.
+ * @timeout_ms below -1), the error of a populate, or of the ring. After the
+ * error of a populate, call it again: the fault comes back from the next
+ * call, even with @timeout_ms 0.
  *
  * Thread-safety: one thread at a time per queue; queues are independent.
  */
@@ -696,7 +698,12 @@ int gmemuf_handler_populate(struct gmemuf_handler *handler, unsigned int queue,
  * have something to return: take it with that call, which also queues the
  * next fetch. So call gmemuf_handler_wait(@handler, @queue, &faults, 0)
  * once before the first poll, and again each time the descriptor is
- * readable, until it returns 0. Readiness may be spurious (a populate
+ * readable, until it returns 0 (or -ESHUTDOWN): not only while it returns
+ * faults, since a negative return, the error of a failed populate, leaves
+ * that populate's fault to the next call. A ring's descriptor stays
+ * readable until a wait hands such a fault out; a handler file does not
+ * (it polls for the kernel's records only), so without a ring a loop that
+ * stops at the error waits for ever. Readiness may be spurious (a populate
  * completed, the handler was stopped, or another handler took the faults):
  * the call then returns 0 or -ESHUTDOWN. Poll from the thread that serves
  * the queue: a fetch completes in its context, and a poll() or

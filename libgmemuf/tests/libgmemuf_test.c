@@ -1591,6 +1591,61 @@ TEST_F(lib, handler_fd_in_an_event_loop)
 }
 
 /*
+ * A populate that fails keeps its fault for the next wait, and the event
+ * loop's descriptor says so: with a ring it polls readable until a wait
+ * hands the fault out again. Without a ring it does not (the handler file
+ * polls for the kernel's records only): the caller calls the wait again
+ * after an error, as gmemuf_handler_fd() says, and finds the fault.
+ */
+TEST_F(lib, handler_fd_readable_after_a_failed_populate)
+{
+	static const uint32_t modes[2] = { 0, GMEMUF_HANDLER_READ };
+	const struct gmemuf_fault *faults;
+	char page[GMEMUF_PAGE_SIZE];
+	struct gmemuf_handler *h;
+	struct pollfd pfd;
+	struct toucher t;
+	unsigned int m;
+	int n;
+
+	ASSERT_NE(unreadable_page(), NULL);
+	for (m = 0; m < 2; m++) {
+		struct gmemuf_handler_params p = { .flags = modes[m] };
+		uint64_t off = (300 + m) * PAGE;
+		bool rings;
+
+		ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+		rings = handler_uses_rings(h);
+		pfd = (struct pollfd){ .fd = gmemuf_handler_fd(h, 0),
+				       .events = POLLIN };
+		ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 0);
+		touch_start(&t, self->mem + off);
+		ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+		EXPECT_EQ(faults[0].offset, off);
+		ASSERT_EQ(gmemuf_handler_populate(h, 0, off, unreadable_page()),
+			  0);
+		EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), -EFAULT);
+		if (rings) {
+			do
+				n = poll(&pfd, 1, 2000);
+			while (n < 0 && errno == EINTR);
+			EXPECT_EQ(n, 1) TH_LOG("the ring's fd is not readable");
+		}
+		ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 1);
+		EXPECT_EQ(faults[0].offset, off);
+		EXPECT_EQ(faults[0].flags, 0);
+		fill(page, off, 1);
+		ASSERT_EQ(gmemuf_handler_populate(h, 0, off, page), 0);
+		EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 0);
+		pthread_join(t.thread, NULL);
+		EXPECT_TRUE(holds(t.copy, off, 1));
+		/* Nothing left: the descriptor is quiet again. */
+		EXPECT_EQ(poll(&pfd, 1, 0), 0);
+		gmemuf_handler_destroy(h);
+	}
+}
+
+/*
  * With kernel.io_uring_disabled=2 (run.list's libgmemuf_test_no_io_uring
  * sets it), a handler created without flags goes without rings by itself,
  * and serves faults. Skipped where io_uring is allowed.
