@@ -389,8 +389,11 @@ static inline int gmemuf_decode_memory_fault(const struct kvm_run *run,
  * Bring your own ring.
  *
  * For a VMM that drives its own io_uring: these prepare SQEs and decode
- * their completions, and keep no state. Any ring will do (no particular
- * setup flags; SQE128 is not needed). They set neither user_data nor
+ * their completions, and keep no state. No particular setup flags are
+ * needed: SQE128 is not. In a ring set up with IORING_SETUP_SQE128, clear
+ * the whole 128-byte SQE before gmemuf_prep_fetch(), which clears and
+ * fills its first 64 bytes only: the kernel fails a fetch whose other 64
+ * are not 0 with EINVAL. They set neither user_data nor
  * sqe->flags beyond clearing them: set those after (io_uring_sqe_set_data(),
  * IOSQE_FIXED_FILE with a registered file index in place of the fd).
  *
@@ -424,6 +427,12 @@ static inline int gmemuf_decode_memory_fault(const struct kvm_run *run,
  * every record that arrived, up to @nr. Decode the completion with
  * gmemuf_fetch_result(). The arguments are checked by the kernel: @faults
  * NULL, or @nr 0 or above GMEMUF_FETCH_MAX, complete with -EINVAL.
+ *
+ * It clears and fills the 64 bytes of struct io_uring_sqe, and cannot know
+ * whether @sqe is the first half of a 128-byte SQE (a ring set up with
+ * IORING_SETUP_SQE128): there, clear all 128 bytes first
+ * (memset(sqe, 0, 2 * sizeof(*sqe))), or the fetch completes with
+ * -EINVAL, since the kernel requires the rest of the command area to be 0.
  *
  * Thread-safety: as io_uring_get_sqe() on the ring.
  */

@@ -1789,6 +1789,48 @@ TEST_F(lib, bring_your_own_ring)
 	close(hfd);
 }
 
+/*
+ * A ring of 128-byte SQEs: gmemuf_prep_fetch() fills 64 bytes, and the
+ * kernel refuses a fetch whose other 64 are not 0, so the caller clears
+ * the whole SQE first, as the header says.
+ */
+TEST_F(lib, fetch_in_a_ring_of_128_byte_sqes)
+{
+	struct gmemuf_fault faults[4];
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe c;
+	struct io_uring ring;
+	struct toucher t;
+	int hfd;
+
+	if (!io_uring_usable())
+		SKIP(return, "io_uring is disabled for this process");
+	hfd = gmemuf_handler_open(self->fd);
+	ASSERT_GE(hfd, 0);
+	ASSERT_EQ(io_uring_queue_init(4, &ring, IORING_SETUP_SQE128), 0);
+
+	sqe = io_uring_get_sqe(&ring);
+	ASSERT_NE(sqe, NULL);
+	memset(sqe, 0xa5, 2 * sizeof(*sqe));
+	gmemuf_prep_fetch(sqe, hfd, faults, 4);
+	submit_one(&ring, &c);
+	EXPECT_EQ(gmemuf_fetch_result(&c, 4), -EINVAL);
+
+	sqe = io_uring_get_sqe(&ring);
+	ASSERT_NE(sqe, NULL);
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	gmemuf_prep_fetch(sqe, hfd, faults, 4);
+	touch_start(&t, self->mem + 230 * PAGE);
+	submit_one(&ring, &c);
+	ASSERT_EQ(gmemuf_fetch_result(&c, 4), 1);
+	EXPECT_EQ(faults[0].offset, 230 * PAGE);
+	EXPECT_EQ(populate_gen(self->fd, 230 * PAGE, 1), 1);
+	pthread_join(t.thread, NULL);
+	EXPECT_TRUE(holds(t.copy, 230 * PAGE, 1));
+	io_uring_queue_exit(&ring);
+	close(hfd);
+}
+
 /* What the prefetch callback was asked for. */
 struct source {
 	uint64_t asked[NPAGES];
