@@ -51,7 +51,9 @@
  *	the file.
  * @flags: must be 0; no flags are defined yet.
  * @done: must be 0 on input. GMEMUF_IOC_ZERO sets it to the number of bytes
- *	it zero-filled, also when it fails part way.
+ *	it zero-filled: it returns 0 if that is not 0, with @done below @len
+ *	if it stopped early (a present page, a fatal signal, ...), and fails
+ *	with @done 0 (EEXIST if the first page was present) otherwise.
  */
 struct gmemuf_range {
 	__u64 offset;
@@ -67,7 +69,8 @@ struct gmemuf_range {
  * @bitmap: 0, or the address of an array of __u64 words with one bit per
  *	page of the range (bit i % 64 of word i / 64 for page i), set if the
  *	page is missing. Bits past the range in the last word are cleared.
- * @missing: out, the number of missing pages in the range.
+ * @missing: must be 0 on input (EINVAL otherwise); set to the number of
+ *	missing pages in the range.
  */
 struct gmemuf_bitmap {
 	__u64 offset;
