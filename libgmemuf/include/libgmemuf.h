@@ -140,7 +140,8 @@ int gmemuf_probe(int vm_fd, uint64_t *features);
  * Return: the file descriptor, or a negative errno: -EOPNOTSUPP if the
  * kernel does not support guest_memfd userfault, or one of @flags, for VMs
  * of this type; otherwise what KVM_CREATE_GUEST_MEMFD failed with (-EINVAL
- * for a bad @size, -ENOMEM, -EMFILE, ...).
+ * for a bad @size, -EFBIG for a @size above GMEMUF_SIZE_MAX, -ENOMEM,
+ * -EMFILE, ...).
  *
  * Thread-safety: safe.
  */
@@ -238,8 +239,10 @@ int64_t gmemuf_count_missing(int fd, uint64_t offset, uint64_t len);
  *
  * Return: 1 if this call populated the page, 0 if it was present already,
  * or a negative errno: -EINVAL (offset not aligned or past the end, @page
- * NULL), -EFAULT (@page cannot be read), -EINTR (a fatal signal), -ENOMEM,
- * -EOPNOTSUPP (@fd is not a userfault guest_memfd).
+ * NULL), -EFAULT (@page cannot be read), -EINTR (a fatal signal), -ENOMEM
+ * (the page's memory, or its memory cgroup charge), -EHWPOISON (the memory
+ * kept for the page is poisoned: it stays missing until a hole is punched
+ * over it), -EOPNOTSUPP (@fd is not a userfault guest_memfd).
  *
  * Thread-safety: safe: of populates racing for one page, one installs it.
  */
@@ -303,8 +306,9 @@ int64_t gmemuf_populate_batch(int fd, const struct gmemuf_page *pages,
  *
  * Return: the number of pages this call zero-filled, or a negative errno:
  * -EINVAL (the range is empty, not aligned or past the end of the file:
- * nothing was done), -EINTR (a fatal signal), -ENOMEM, -EOPNOTSUPP,
- * -EBADF; the pages before one that failed may have been zero-filled.
+ * nothing was done), -EINTR (a fatal signal), -ENOMEM, -EHWPOISON (as for
+ * gmemuf_populate()), -EOPNOTSUPP, -EBADF; the pages before one that failed
+ * may have been zero-filled.
  *
  * Thread-safety: safe.
  */
@@ -320,7 +324,7 @@ int64_t gmemuf_zero(int fd, uint64_t offset, uint64_t len);
  * attached. Any process holding @fd can attach one.
  *
  * Return: the handler file descriptor, or a negative errno: -ENOSPC (the
- * file has 256 handlers), -EOPNOTSUPP, -EMFILE, -ENOMEM.
+ * file has 256 handlers), -EOPNOTSUPP, -EMFILE, -ENFILE, -ENOMEM.
  *
  * Thread-safety: safe.
  */
