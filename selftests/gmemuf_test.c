@@ -421,18 +421,41 @@ FIXTURE_TEARDOWN(uf)
 
 TEST(probe)
 {
-	int vm = create_vm();
-
-	ASSERT_GE(vm, 0);
-	EXPECT_EQ(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_FLAGS) &
-		  (GUEST_MEMFD_FLAG_USERFAULT | GUEST_MEMFD_FLAG_USERFAULT_EXIT),
-		  GUEST_MEMFD_FLAG_USERFAULT | GUEST_MEMFD_FLAG_USERFAULT_EXIT);
-	/* This is x86: the vCPU side is there too. */
-	EXPECT_EQ(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_USERFAULT),
-		  (int)(GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
+	/* The VM types that offer it (x86), and /dev/kvm itself. */
+	static const unsigned long types[] = {
+		KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM,
+	};
+	const int all = GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
 			GMEMUF_FEATURE_URING_FETCH | GMEMUF_FEATURE_VCPU_WAIT |
-			GMEMUF_FEATURE_VCPU_EXIT | GMEMUF_FEATURE_READ));
-	close(vm);
+			GMEMUF_FEATURE_VCPU_EXIT | GMEMUF_FEATURE_READ;
+	unsigned int i;
+
+	for (i = 0; i <= ARRAY_SIZE(types); i++) {
+		int fd;
+
+		if (kvm_fd < 0)
+			kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+		ASSERT_GE(kvm_fd, 0);
+		if (i < ARRAY_SIZE(types)) {
+			fd = ioctl(kvm_fd, KVM_CREATE_VM, types[i]);
+			ASSERT_GE(fd, 0) TH_LOG("type %lu: %s", types[i],
+						strerror(errno));
+		} else {
+			fd = kvm_fd;
+		}
+		EXPECT_EQ(ioctl(fd, KVM_CHECK_EXTENSION,
+				KVM_CAP_GUEST_MEMFD_FLAGS) &
+			  (GUEST_MEMFD_FLAG_USERFAULT |
+			   GUEST_MEMFD_FLAG_USERFAULT_EXIT),
+			  GUEST_MEMFD_FLAG_USERFAULT |
+			  GUEST_MEMFD_FLAG_USERFAULT_EXIT);
+		/* This is x86: the vCPU side is there too. */
+		EXPECT_EQ(ioctl(fd, KVM_CHECK_EXTENSION,
+				KVM_CAP_GUEST_MEMFD_USERFAULT), all)
+			TH_LOG("type %u of %zu", i, ARRAY_SIZE(types));
+		if (fd != kvm_fd)
+			close(fd);
+	}
 }
 
 /* The exit flag alone makes a userfault guest_memfd: it implies the mode. */

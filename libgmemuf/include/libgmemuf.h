@@ -113,10 +113,12 @@ extern "C" {
  * @vm_fd: a KVM VM file descriptor (KVM_CREATE_VM); the answer is for VMs
  *	of its type, as KVM_CAP_GUEST_MEMFD_FLAGS is.
  * @features: if not NULL, set to the mask of GMEMUF_FEATURE_* the kernel
- *	has, 0 when it has no userfault at all.
+ *	has for VMs of this type: 0 when it has no userfault at all, and 0
+ *	when VMs of this type cannot have it (SEV, SEV-SNP, TDX on x86).
  *
  * Return: 1 if a userfault guest_memfd can be created for this VM, 0 if not
- * (an older kernel, or a VM type without guest_memfd), or a negative errno
+ * (an older kernel, a VM type without guest_memfd, or one whose memory the
+ * hardware encrypts: SEV, SEV-SNP, TDX), or a negative errno
  * if the question could not be asked: -EBADF, -ENOTTY (@vm_fd is not a KVM
  * VM).
  *
@@ -138,7 +140,8 @@ int gmemuf_probe(int vm_fd, uint64_t *features);
  * Return: the file descriptor, or a negative errno: -EOPNOTSUPP if the
  * kernel does not support guest_memfd userfault, or one of @flags, for VMs
  * of this type; otherwise what KVM_CREATE_GUEST_MEMFD failed with (-EINVAL
- * for a bad @size, -ENOMEM, -EMFILE, ...).
+ * for a bad @size, -EFBIG for a @size above GMEMUF_SIZE_MAX, -ENOMEM,
+ * -EMFILE, ...).
  *
  * Thread-safety: safe.
  */
@@ -154,7 +157,9 @@ int gmemuf_create(int vm_fd, uint64_t size, uint64_t flags);
  * unmapped from userspace and from every guest, and the next access waits.
  *
  * Return: 0, or -EINVAL (range not page-aligned, empty, or past the end of
- * the file), -EOPNOTSUPP (@fd is not a userfault guest_memfd), -EBADF.
+ * the file; an empty or unaligned range is refused before the system call,
+ * whatever @fd is), -EOPNOTSUPP (@fd is not a userfault guest_memfd),
+ * -EBADF, -EINTR (a fatal signal stopped it: see uapi.rst).
  *
  * Thread-safety: safe; it excludes populates of the file for its duration.
  */
@@ -234,8 +239,10 @@ int64_t gmemuf_count_missing(int fd, uint64_t offset, uint64_t len);
  *
  * Return: 1 if this call populated the page, 0 if it was present already,
  * or a negative errno: -EINVAL (offset not aligned or past the end, @page
- * NULL), -EFAULT (@page cannot be read), -EINTR (a fatal signal), -ENOMEM,
- * -EOPNOTSUPP (@fd is not a userfault guest_memfd).
+ * NULL), -EFAULT (@page cannot be read), -EINTR (a fatal signal), -ENOMEM
+ * (the page's memory, or its memory cgroup charge), -EHWPOISON (the memory
+ * kept for the page is poisoned: it stays missing until a hole is punched
+ * over it), -EOPNOTSUPP (@fd is not a userfault guest_memfd).
  *
  * Thread-safety: safe: of populates racing for one page, one installs it.
  */
@@ -299,8 +306,9 @@ int64_t gmemuf_populate_batch(int fd, const struct gmemuf_page *pages,
  *
  * Return: the number of pages this call zero-filled, or a negative errno:
  * -EINVAL (the range is empty, not aligned or past the end of the file:
- * nothing was done), -EINTR (a fatal signal), -ENOMEM, -EOPNOTSUPP,
- * -EBADF; the pages before one that failed may have been zero-filled.
+ * nothing was done), -EINTR (a fatal signal), -ENOMEM, -EHWPOISON (as for
+ * gmemuf_populate()), -EOPNOTSUPP, -EBADF; the pages before one that failed
+ * may have been zero-filled.
  *
  * Thread-safety: safe.
  */
@@ -316,7 +324,7 @@ int64_t gmemuf_zero(int fd, uint64_t offset, uint64_t len);
  * attached. Any process holding @fd can attach one.
  *
  * Return: the handler file descriptor, or a negative errno: -ENOSPC (the
- * file has 256 handlers), -EOPNOTSUPP, -EMFILE, -ENOMEM.
+ * file has 256 handlers), -EOPNOTSUPP, -EMFILE, -ENFILE, -ENOMEM.
  *
  * Thread-safety: safe.
  */
@@ -385,8 +393,11 @@ static inline int gmemuf_decode_memory_fault(const struct kvm_run *run,
  * Bring your own ring.
  *
  * For a VMM that drives its own io_uring: these prepare SQEs and decode
- * their completions, and keep no state. Any ring will do (no particular
- * setup flags; SQE128 is not needed). They set neither user_data nor
+ * their completions, and keep no state. No particular setup flags are
+ * needed: SQE128 is not. In a ring set up with IORING_SETUP_SQE128, clear
+ * the whole 128-byte SQE before gmemuf_prep_fetch(), which clears and
+ * fills its first 64 bytes only: the kernel fails a fetch whose other 64
+ * are not 0 with EINVAL. They set neither user_data nor
  * sqe->flags beyond clearing them: set those after (io_uring_sqe_set_data(),
  * IOSQE_FIXED_FILE with a registered file index in place of the fd).
  *
@@ -420,6 +431,12 @@ static inline int gmemuf_decode_memory_fault(const struct kvm_run *run,
  * every record that arrived, up to @nr. Decode the completion with
  * gmemuf_fetch_result(). The arguments are checked by the kernel: @faults
  * NULL, or @nr 0 or above GMEMUF_FETCH_MAX, complete with -EINVAL.
+ *
+ * It clears and fills the 64 bytes of struct io_uring_sqe, and cannot know
+ * whether @sqe is the first half of a 128-byte SQE (a ring set up with
+ * IORING_SETUP_SQE128): there, clear all 128 bytes first
+ * (memset(sqe, 0, 2 * sizeof(*sqe))), or the fetch completes with
+ * -EINVAL, since the kernel requires the rest of the command area to be 0.
  *
  * Thread-safety: as io_uring_get_sqe() on the ring.
  */
@@ -648,7 +665,9 @@ void gmemuf_handler_destroy(struct gmemuf_handler *handler);
  * Return: the number of records at *@faults (1 or more), 0 if none came in
  * @timeout_ms, or a negative errno: -ESHUTDOWN (gmemuf_handler_stop() was
  * called), -EINVAL (@handler or @faults NULL, @queue out of range,
- * @timeout_ms below -1), the error of a populate, or of the ring.
+ * @timeout_ms below -1), the error of a populate, or of the ring. After the
+ * error of a populate, call it again: the fault comes back from the next
+ * call, even with @timeout_ms 0.
  *
  * Thread-safety: one thread at a time per queue; queues are independent.
  */
@@ -692,7 +711,12 @@ int gmemuf_handler_populate(struct gmemuf_handler *handler, unsigned int queue,
  * have something to return: take it with that call, which also queues the
  * next fetch. So call gmemuf_handler_wait(@handler, @queue, &faults, 0)
  * once before the first poll, and again each time the descriptor is
- * readable, until it returns 0. Readiness may be spurious (a populate
+ * readable, until it returns 0 (or -ESHUTDOWN): not only while it returns
+ * faults, since a negative return, the error of a failed populate, leaves
+ * that populate's fault to the next call. A ring's descriptor stays
+ * readable until a wait hands such a fault out; a handler file does not
+ * (it polls for the kernel's records only), so without a ring a loop that
+ * stops at the error waits for ever. Readiness may be spurious (a populate
  * completed, the handler was stopped, or another handler took the faults):
  * the call then returns 0 or -ESHUTDOWN. Poll from the thread that serves
  * the queue: a fetch completes in its context, and a poll() or
@@ -846,10 +870,10 @@ typedef int (*gmemuf_prefetch_fn)(void *arg, const uint64_t *offsets,
  * A page populated meanwhile by anyone else, demand faults included, is
  * skipped, not an error: prefetch and a handler can run at the same time.
  *
- * Return: the number of pages this call populated (0 if @nr is 0), or a
- * negative errno: the one @fn returned, -EINVAL (@fn NULL, @order NULL with
- * @nr not 0, @batch too big, an offset out of the file or not aligned),
- * -ENOMEM, or those of gmemuf_populate().
+ * Return: the number of pages this call populated, or a negative errno: the
+ * one @fn returned, -EINVAL (@fn or @order NULL, @batch too big, an offset
+ * out of the file or not aligned), -ENOMEM, or those of gmemuf_populate().
+ * With @nr 0 it does nothing and returns 0, whatever the other arguments.
  *
  * Thread-safety: safe, if @fn is.
  */

@@ -60,12 +60,26 @@ int gmemuf_create(int vm_fd, uint64_t size, uint64_t flags)
 	return -err;
 }
 
+/*
+ * A range the kernel would refuse with EINVAL whatever the file: empty, or
+ * not page-aligned. Checked before the system call, so that the answer is
+ * -EINVAL on any file (another file would say ENOTTY, -EOPNOTSUPP here).
+ */
+static int bad_range(uint64_t offset, uint64_t len)
+{
+	return !len || !page_aligned(offset) || !page_aligned(len);
+}
+
 /* One of the ioctls that take struct gmemuf_range; *@done gets its result. */
 static int range_ioctl(int fd, unsigned long request, uint64_t offset,
 		       uint64_t len, uint64_t *done)
 {
 	struct gmemuf_range range = { .offset = offset, .len = len };
-	int ret = ioctl(fd, request, &range);
+	int ret;
+
+	if (bad_range(offset, len))
+		return -EINVAL;
+	ret = ioctl(fd, request, &range);
 
 	if (done)
 		*done = range.done;
@@ -96,6 +110,8 @@ static int64_t get_bitmap(int fd, uint64_t offset, uint64_t len,
 		.bitmap = (uint64_t)(uintptr_t)bitmap,
 	};
 
+	if (bad_range(offset, len))
+		return -EINVAL;
 	if (ioctl(fd, GMEMUF_IOC_GET_BITMAP, &args))
 		return file_errno(errno);
 	return (int64_t)args.missing;
@@ -223,7 +239,7 @@ int64_t gmemuf_zero(int fd, uint64_t offset, uint64_t len)
 	int ret;
 
 	/* Not left to the loop, which would take an empty range as done. */
-	if (!len || !page_aligned(offset) || !page_aligned(len))
+	if (bad_range(offset, len))
 		return -EINVAL;
 	/* As populate_iov(): GMEMUF_IOC_ZERO stops at a present page. */
 	while (pos < len) {

@@ -41,6 +41,7 @@
 #define TAG_POPULATE	0
 #define TAG_FETCH	1
 #define TAG_STOP	2
+#define TAG_KICK	3
 #define TAG_MASK	(PAGE_SIZE_U64 - 1)
 
 #define MAX_HANDLER_FILES	256	/* the kernel's limit per guest_memfd */
@@ -59,6 +60,7 @@ struct queue {
 	struct queued_populate *queued;	/* without a ring: inflight of them */
 	bool fetch_armed;		/* a fetch is queued or parked */
 	bool stop_armed;		/* the poll on stop_fd is queued or parked */
+	bool kick_armed;		/* a NOP's completion is in the CQ */
 	unsigned int inflight;		/* populates queued or running */
 	unsigned int ready;		/* records in fetched[] not yet returned */
 	struct gmemuf_fault *fetched;	/* the kernel's while a fetch is parked */
@@ -417,6 +419,9 @@ static void complete(struct gmemuf_handler *h, struct queue *q,
 	case TAG_STOP:
 		q->stop_armed = false;
 		break;
+	case TAG_KICK:
+		q->kick_armed = false;
+		break;
 	}
 }
 
@@ -598,22 +603,34 @@ static int wait_read(struct gmemuf_handler *h, struct queue *q,
 	}
 }
 
-int gmemuf_handler_wait(struct gmemuf_handler *h, unsigned int queue,
-			const struct gmemuf_fault **faults, int timeout_ms)
+/*
+ * Faults of failed populates wait in retry[] for the next wait, which no
+ * completion would announce: post a NOP's, so that the ring's descriptor
+ * (gmemuf_handler_fd()) polls readable until a wait takes them. The next
+ * wait reaps it. Without a submit it stays queued, for the next one.
+ */
+static void kick(struct queue *q)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!q->nr_retry || q->kick_armed || get_sqe(q, &sqe))
+		return;
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data64(sqe, TAG_KICK);
+	q->kick_armed = true;
+	io_uring_submit(&q->ring);
+}
+
+/* gmemuf_handler_wait() on a queue with a ring. */
+static int wait_ring(struct gmemuf_handler *h, struct queue *q,
+		     const struct gmemuf_fault **faults, int timeout_ms)
 {
 	struct __kernel_timespec left, *ts;
 	struct io_uring_cqe *cqe;
 	struct timespec deadline;
 	bool timed_out = false;
-	struct queue *q;
 	int ret;
 
-	if (!h || queue >= h->nr_queues || !faults || timeout_ms < -1)
-		return -EINVAL;
-	q = h->q[queue];
-	*faults = NULL;
-	if (h->use_read)
-		return wait_read(h, q, faults, timeout_ms);
 	if (timeout_ms >= 0)
 		deadline = deadline_after(timeout_ms);
 	for (;;) {
@@ -647,6 +664,23 @@ int gmemuf_handler_wait(struct gmemuf_handler *h, unsigned int queue,
 			return ret;
 		reap(h, q);
 	}
+}
+
+int gmemuf_handler_wait(struct gmemuf_handler *h, unsigned int queue,
+			const struct gmemuf_fault **faults, int timeout_ms)
+{
+	struct queue *q;
+	int ret;
+
+	if (!h || queue >= h->nr_queues || !faults || timeout_ms < -1)
+		return -EINVAL;
+	q = h->q[queue];
+	*faults = NULL;
+	if (h->use_read)
+		return wait_read(h, q, faults, timeout_ms);
+	ret = wait_ring(h, q, faults, timeout_ms);
+	kick(q);
+	return ret;
 }
 
 /*

@@ -91,7 +91,10 @@ int64_t gmemuf_prefetch(int fd, const uint64_t *order, size_t nr,
 	int64_t populated = 0, ret = 0;
 	size_t i, take;
 
-	if (!fn || (nr && !order) || p.batch > GMEMUF_FETCH_MAX)
+	/* No pages: nothing to do, and nothing else to check. */
+	if (!nr)
+		return 0;
+	if (!fn || !order || p.batch > GMEMUF_FETCH_MAX)
 		return -EINVAL;
 	p.missing = calloc(p.batch, sizeof(*p.missing));
 	p.pages = calloc(p.batch, sizeof(*p.pages));

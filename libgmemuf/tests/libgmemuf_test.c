@@ -565,6 +565,68 @@ TEST(invalid_arguments_are_einval)
 	close(fd);
 }
 
+/*
+ * On any kernel: every call that takes a range answers -EINVAL for an
+ * empty or unaligned one, whatever the offset, before any system call:
+ * on a memfd, which would answer the ioctl with ENOTTY (-EOPNOTSUPP), and
+ * on a guest_memfd without userfault where there is /dev/kvm.
+ */
+TEST(ranges_checked_before_the_system_call)
+{
+	static const uint64_t bad[][2] = {
+		{ 0, 0 }, { 5 * PAGE, 0 }, { 5 * PAGE + 8, 0 }, { SIZE, 0 },
+		{ 8, PAGE }, { 0, PAGE + 8 }, { 3, 5 },
+	};
+	static char page[GMEMUF_PAGE_SIZE];
+	uint64_t bitmap[2];
+	int fds[2], vm, n = 1, i;
+	unsigned int k;
+
+	fds[0] = memfd_create("libgmemuf_test", MFD_CLOEXEC);
+	ASSERT_GE(fds[0], 0);
+	ASSERT_EQ(ftruncate(fds[0], SIZE), 0);
+	vm = open_vm();
+	fds[1] = vm >= 0 ? plain_gmem(vm) : -1;
+	if (fds[1] >= 0)
+		n = 2;
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+			uint64_t off = bad[k][0], len = bad[k][1];
+
+			EXPECT_EQ(gmemuf_arm(fds[i], off, len), -EINVAL)
+				TH_LOG("file %d, range %u", i, k);
+			EXPECT_EQ(gmemuf_disarm(fds[i], off, len), -EINVAL);
+			EXPECT_EQ(gmemuf_wake(fds[i], off, len), -EINVAL);
+			EXPECT_EQ(gmemuf_read_bitmap(fds[i], off, len, bitmap),
+				  -EINVAL);
+			EXPECT_EQ(gmemuf_count_missing(fds[i], off, len),
+				  -EINVAL);
+			EXPECT_EQ(gmemuf_zero(fds[i], off, len), -EINVAL);
+			EXPECT_EQ(gmemuf_populate_range(fds[i], off, page, len),
+				  -EINVAL);
+		}
+		/* A good range reaches the file, which lacks the mode. */
+		EXPECT_EQ(gmemuf_arm(fds[i], 0, PAGE), -EOPNOTSUPP);
+		EXPECT_EQ(gmemuf_count_missing(fds[i], 0, PAGE), -EOPNOTSUPP);
+		close(fds[i]);
+	}
+	if (vm >= 0)
+		close(vm);
+}
+
+/* No pages to prefetch: 0, whatever else is given, and no call. */
+TEST(prefetch_of_no_pages_is_nothing)
+{
+	uint64_t order = 0;
+	int calls = 0;
+
+	EXPECT_EQ(gmemuf_prefetch(-1, NULL, 0, 0, NULL, NULL), 0);
+	EXPECT_EQ(gmemuf_prefetch(-1, &order, 0, GMEMUF_FETCH_MAX + 1,
+				  never_called, &calls), 0);
+	EXPECT_EQ(gmemuf_prefetch(-1, NULL, 0, 0, never_called, &calls), 0);
+	EXPECT_EQ(calls, 0);
+}
+
 TEST(strerror_names_errors)
 {
 	EXPECT_NE(strstr(gmemuf_strerror(-EOPNOTSUPP), "userfault"), NULL);
@@ -1529,6 +1591,61 @@ TEST_F(lib, handler_fd_in_an_event_loop)
 }
 
 /*
+ * A populate that fails keeps its fault for the next wait, and the event
+ * loop's descriptor says so: with a ring it polls readable until a wait
+ * hands the fault out again. Without a ring it does not (the handler file
+ * polls for the kernel's records only): the caller calls the wait again
+ * after an error, as gmemuf_handler_fd() says, and finds the fault.
+ */
+TEST_F(lib, handler_fd_readable_after_a_failed_populate)
+{
+	static const uint32_t modes[2] = { 0, GMEMUF_HANDLER_READ };
+	const struct gmemuf_fault *faults;
+	char page[GMEMUF_PAGE_SIZE];
+	struct gmemuf_handler *h;
+	struct pollfd pfd;
+	struct toucher t;
+	unsigned int m;
+	int n;
+
+	ASSERT_NE(unreadable_page(), NULL);
+	for (m = 0; m < 2; m++) {
+		struct gmemuf_handler_params p = { .flags = modes[m] };
+		uint64_t off = (300 + m) * PAGE;
+		bool rings;
+
+		ASSERT_EQ(gmemuf_handler_create(self->fd, &p, &h), 0);
+		rings = handler_uses_rings(h);
+		pfd = (struct pollfd){ .fd = gmemuf_handler_fd(h, 0),
+				       .events = POLLIN };
+		ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 0);
+		touch_start(&t, self->mem + off);
+		ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 10000), 1);
+		EXPECT_EQ(faults[0].offset, off);
+		ASSERT_EQ(gmemuf_handler_populate(h, 0, off, unreadable_page()),
+			  0);
+		EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), -EFAULT);
+		if (rings) {
+			do
+				n = poll(&pfd, 1, 2000);
+			while (n < 0 && errno == EINTR);
+			EXPECT_EQ(n, 1) TH_LOG("the ring's fd is not readable");
+		}
+		ASSERT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 1);
+		EXPECT_EQ(faults[0].offset, off);
+		EXPECT_EQ(faults[0].flags, 0);
+		fill(page, off, 1);
+		ASSERT_EQ(gmemuf_handler_populate(h, 0, off, page), 0);
+		EXPECT_EQ(gmemuf_handler_wait(h, 0, &faults, 0), 0);
+		pthread_join(t.thread, NULL);
+		EXPECT_TRUE(holds(t.copy, off, 1));
+		/* Nothing left: the descriptor is quiet again. */
+		EXPECT_EQ(poll(&pfd, 1, 0), 0);
+		gmemuf_handler_destroy(h);
+	}
+}
+
+/*
  * With kernel.io_uring_disabled=2 (run.list's libgmemuf_test_no_io_uring
  * sets it), a handler created without flags goes without rings by itself,
  * and serves faults. Skipped where io_uring is allowed.
@@ -1668,6 +1785,48 @@ TEST_F(lib, bring_your_own_ring)
 	fake.res = 4;
 	EXPECT_EQ(gmemuf_fetch_result(&fake, 4), 4);
 
+	io_uring_queue_exit(&ring);
+	close(hfd);
+}
+
+/*
+ * A ring of 128-byte SQEs: gmemuf_prep_fetch() fills 64 bytes, and the
+ * kernel refuses a fetch whose other 64 are not 0, so the caller clears
+ * the whole SQE first, as the header says.
+ */
+TEST_F(lib, fetch_in_a_ring_of_128_byte_sqes)
+{
+	struct gmemuf_fault faults[4];
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe c;
+	struct io_uring ring;
+	struct toucher t;
+	int hfd;
+
+	if (!io_uring_usable())
+		SKIP(return, "io_uring is disabled for this process");
+	hfd = gmemuf_handler_open(self->fd);
+	ASSERT_GE(hfd, 0);
+	ASSERT_EQ(io_uring_queue_init(4, &ring, IORING_SETUP_SQE128), 0);
+
+	sqe = io_uring_get_sqe(&ring);
+	ASSERT_NE(sqe, NULL);
+	memset(sqe, 0xa5, 2 * sizeof(*sqe));
+	gmemuf_prep_fetch(sqe, hfd, faults, 4);
+	submit_one(&ring, &c);
+	EXPECT_EQ(gmemuf_fetch_result(&c, 4), -EINVAL);
+
+	sqe = io_uring_get_sqe(&ring);
+	ASSERT_NE(sqe, NULL);
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	gmemuf_prep_fetch(sqe, hfd, faults, 4);
+	touch_start(&t, self->mem + 230 * PAGE);
+	submit_one(&ring, &c);
+	ASSERT_EQ(gmemuf_fetch_result(&c, 4), 1);
+	EXPECT_EQ(faults[0].offset, 230 * PAGE);
+	EXPECT_EQ(populate_gen(self->fd, 230 * PAGE, 1), 1);
+	pthread_join(t.thread, NULL);
+	EXPECT_TRUE(holds(t.copy, 230 * PAGE, 1));
 	io_uring_queue_exit(&ring);
 	close(hfd);
 }

@@ -33,7 +33,8 @@
 
 /*
  * KVM_CHECK_EXTENSION(KVM_CAP_GUEST_MEMFD_USERFAULT) returns a mask of the
- * parts of gmemuf this kernel has, 0 if none.
+ * parts of gmemuf this kernel has, 0 if none; on a VM, 0 also if VMs of its
+ * type cannot have userfault guest_memfds (SEV, SEV-SNP, TDX).
  */
 #define GMEMUF_FEATURE_MMAP_FAULT	_BITULL(0) /* mmap faults wait */
 #define GMEMUF_FEATURE_POPULATE		_BITULL(1) /* write(), ZERO, WAKE */
@@ -50,7 +51,9 @@
  *	the file.
  * @flags: must be 0; no flags are defined yet.
  * @done: must be 0 on input. GMEMUF_IOC_ZERO sets it to the number of bytes
- *	it zero-filled, also when it fails part way.
+ *	it zero-filled: it returns 0 if that is not 0, with @done below @len
+ *	if it stopped early (a present page, a fatal signal, ...), and fails
+ *	with @done 0 (EEXIST if the first page was present) otherwise.
  */
 struct gmemuf_range {
 	__u64 offset;
@@ -66,7 +69,8 @@ struct gmemuf_range {
  * @bitmap: 0, or the address of an array of __u64 words with one bit per
  *	page of the range (bit i % 64 of word i / 64 for page i), set if the
  *	page is missing. Bits past the range in the last word are cleared.
- * @missing: out, the number of missing pages in the range.
+ * @missing: must be 0 on input (EINVAL otherwise); set to the number of
+ *	missing pages in the range.
  */
 struct gmemuf_bitmap {
 	__u64 offset;
