@@ -16,6 +16,9 @@
  *                                      once the file's records have room, a
  *                                      fault posts its record with every
  *                                      slab allocation of its task failing
+ *   arm_over_a_missing_page_keeps_its_record
+ *                                      an arm leaves a missing page's
+ *                                      record out the only one
  *   read_into_a_partly_writable_buffer a read gets the records that fit in
  *                                      the writable start of its buffer,
  *                                      and the rest stay pending
@@ -869,6 +872,39 @@ TEST_F(uf, arms_leave_no_resolved_records)
 		toucher_join(&t);
 		EXPECT_TRUE(check(t.copy, PAGE, 100 + i));
 	}
+}
+
+/*
+ * An arm over a missing page whose record is out, delivered and not yet
+ * acted on, leaves that record the only one: a second fault on the page
+ * posts nothing, and the populate the handler makes for the first record
+ * ends both faults.
+ */
+TEST_F(uf, arm_over_a_missing_page_keeps_its_record)
+{
+	struct toucher t[2];
+	struct handler h;
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	toucher_start(&t[0], self->mem + 5 * PAGE, false);
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	ASSERT_EQ(handler_wait(&h, 60000), 1);
+	EXPECT_EQ(h.faults[0].offset, 5 * PAGE);
+	ASSERT_TRUE(wait_sleeping(t[0].tid));
+
+	ASSERT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ARM, 0, 16 * PAGE, NULL), 0);
+	toucher_start(&t[1], self->mem + 5 * PAGE, false);
+	ASSERT_TRUE(wait_sleeping(t[1].tid));
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), 0);
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	EXPECT_EQ(handler_wait(&h, 300), -ETIME);
+
+	ASSERT_EQ(populate(self->fd, 5, 5), PAGE);
+	toucher_join(&t[0]);
+	toucher_join(&t[1]);
+	EXPECT_TRUE(check(t[0].copy, PAGE, 5));
+	EXPECT_TRUE(check(t[1].copy, PAGE, 5));
+	handler_close(&h);
 }
 
 TEST_F(uf, disarm_releases_waiters_with_zeroes)
