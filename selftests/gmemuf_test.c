@@ -266,7 +266,12 @@ static void *toucher_fn(void *arg)
 	return NULL;
 }
 
-static void toucher_start(struct toucher *t, void *addr, bool via_kernel)
+/*
+ * Start a thread running @fn(@arg) that touches @addr as @t says, and wait
+ * until it has set its tid.
+ */
+static void toucher_run(struct toucher *t, void *addr, bool via_kernel,
+			void *(*fn)(void *), void *arg)
 {
 	memset(t, 0, sizeof(*t));
 	t->addr = addr;
@@ -275,9 +280,14 @@ static void toucher_start(struct toucher *t, void *addr, bool via_kernel)
 		abort();
 	if (via_kernel)
 		fcntl(t->pipe[1], F_SETPIPE_SZ, 2 * PAGE);
-	pthread_create(&t->thread, NULL, toucher_fn, t);
+	pthread_create(&t->thread, NULL, fn, arg);
 	while (!t->tid)
 		usleep(100);
+}
+
+static void toucher_start(struct toucher *t, void *addr, bool via_kernel)
+{
+	toucher_run(t, addr, via_kernel, toucher_fn, t);
 }
 
 static void toucher_join(struct toucher *t)
@@ -1181,18 +1191,7 @@ static void *page_waiter_fn(void *arg)
 static void page_waiter_start(struct page_waiter *w, void *addr,
 			      bool via_kernel)
 {
-	struct toucher *t = &w->t;
-
-	memset(t, 0, sizeof(*t));
-	t->addr = addr;
-	t->via_kernel = via_kernel;
-	if (via_kernel && pipe2(t->pipe, 0))
-		abort();
-	if (via_kernel)
-		fcntl(t->pipe[1], F_SETPIPE_SZ, 2 * PAGE);
-	pthread_create(&t->thread, NULL, page_waiter_fn, w);
-	while (!t->tid)
-		usleep(100);
+	toucher_run(&w->t, addr, via_kernel, page_waiter_fn, w);
 }
 
 /* The times a thread of this process went to sleep, or -1. */
