@@ -9,7 +9,8 @@
  *
  *   wait_queues_sized_to_the_file      each file's own wait queues, as many
  *                                      as its pages up to 256 (fdinfo)
- *   populates_wake_only_their_waiters  a populate wakes its page's waiters
+ *   load.populates_wake_only_their_waiters
+ *                                      a populate wakes its page's waiters
  *                                      alone, even where pages of one file,
  *                                      and of two, share a wait queue
  *   fault_injection_no_allocation_per_fault
@@ -1253,6 +1254,11 @@ static int waiter_returned(int fd, int ms)
 #define WQ_FILE_PAGES	512UL	/* above the 256 queues of the largest */
 #define WQ_PER_PAGE	3	/* waiters of each page: two loads, a write() */
 
+/* Tests that take long on a loaded machine: no fixture, a longer timeout. */
+FIXTURE(load) {};
+FIXTURE_SETUP(load) {}
+FIXTURE_TEARDOWN(load) {}
+
 /*
  * Many tasks wait on pages of two files that share wait queues: pages @q
  * apart in one file (@q its number of queues), and the same pages in the
@@ -1263,7 +1269,7 @@ static int waiter_returned(int fd, int ms)
  * with the page's contents, and no other waiter returns, nor is even woken
  * (its count of sleeps does not change).
  */
-TEST(populates_wake_only_their_waiters)
+TEST_F_TIMEOUT(load, populates_wake_only_their_waiters, 300)
 {
 	struct uf_file f[2];
 	unsigned long pages[4];
@@ -1332,7 +1338,7 @@ TEST(populates_wake_only_their_waiters)
 
 		/* Exactly its waiters return... */
 		for (n = 0; n < WQ_PER_PAGE; n++) {
-			id = waiter_returned(notify[0], 10000);
+			id = waiter_returned(notify[0], 60000);
 			ASSERT_GE(id, 0) TH_LOG("populate %d: %d of %d returned",
 						i, n, WQ_PER_PAGE);
 			ASSERT_LT(id, nw);
@@ -1415,10 +1421,6 @@ TEST_F(uf, write_and_kernel_faults_are_told_apart)
  * harness's default 30 s: under TCG and a debug kernel they take seconds
  * per thousand pages, and more when the machine is busy.
  */
-FIXTURE(load) {};
-FIXTURE_SETUP(load) {}
-FIXTURE_TEARDOWN(load) {}
-
 /* 10,000 pages, each touched once in order and once at random. */
 TEST_F_TIMEOUT(load, demand_paging_10000_pages, 300)
 {
