@@ -358,7 +358,8 @@ in {names[at - 1]}'s version of {t}, left with conflict markers in
                         "not end as the repository's file; fold it into "
                         f"the last patch instead: scripts/series.sh absorb {f}")
             for j in range(1, n + 1):
-                if (W[j - 1], W[j]) == (V[j - 1], V[j]):
+                if (W[j - 1], W[j]) == (V[j - 1], V[j]) or \
+                        (W[j - 1] == W[j] and V[j - 1] == V[j]):
                     continue
                 old = tmpfile(d, "a", W[j - 1])
                 new = tmpfile(d, "b", W[j])
