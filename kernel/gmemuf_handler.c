@@ -144,8 +144,8 @@ static int gmemuf_recs_grow(struct gmemuf *uf, struct gmemuf_recs *r,
 			    unsigned long want)
 	__must_hold(&uf->queue_lock)
 {
-	unsigned long cap = max(roundup_pow_of_two(want),
-				(unsigned long)GMEMUF_RECS_MIN);
+	unsigned long cap = max_t(unsigned long, roundup_pow_of_two(want),
+				  GMEMUF_RECS_MIN);
 	unsigned long i;
 	u64 *recs;
 
@@ -313,7 +313,6 @@ static bool gmemuf_records_pending(struct gmemuf *uf)
 	spin_unlock(&uf->queue_lock);
 	return pending;
 }
-
 
 /*
  * With queue_lock held: make the delivered records of the handler tagged
