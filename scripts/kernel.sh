@@ -111,6 +111,7 @@ pristine() {
 #   kernel/*.c kernel/*.h Kbuild  -> virt/kvm/gmemuf/
 #   uapi/linux/*.h                -> include/uapi/linux/
 #   selftests/kvm/*.c             -> tools/testing/selftests/kvm/gmemuf/
+#   Documentation/gmemuf/uapi.rst -> Documentation/virt/kvm/gmemuf.rst
 #
 # It is computed in a staging directory from the pristine files every time
 # and only the files whose contents differ are written into the tree, so an
@@ -127,6 +128,8 @@ overlay_files() {
 	for f in "$top"/selftests/kvm/*.[ch]; do
 		[ -f "$f" ] && echo "$f tools/testing/selftests/kvm/gmemuf/${f##*/}"
 	done
+	# The UAPI's documentation, which the series adds next to api.rst.
+	echo "$top/Documentation/gmemuf/uapi.rst Documentation/virt/kvm/gmemuf.rst"
 	return 0
 }
 

@@ -102,10 +102,9 @@ fi
 declare -A from owndir
 while read -r f t; do
 	from[$t]=$f
-	owndir[${t%/*}/]=1
+	# Directories of ours alone (include/uapi/linux/ is upstream's too).
+	case $t in */gmemuf/*) owndir[${t%/*}/]=1 ;; esac
 done < <("$top/scripts/kernel.sh" overlay-map)
-# include/uapi/linux/ holds upstream headers too: not a directory of ours.
-unset 'owndir[include/uapi/linux/]'
 
 # Our files: each added whole by one commit (its series line), or else
 # changed by the diffs of patches, and never both.
