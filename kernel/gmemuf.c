@@ -141,11 +141,13 @@ static unsigned long *gmemuf_bitmap_alloc(pgoff_t nr_pages)
  * The bitmap helpers of <linux/bitmap.h> count bits in unsigned int, which a
  * file above 16 TiB overflows: these take page indexes. Whole words are
  * changed atomically, since faults and populates change single bits of the
- * same words meanwhile. A fatal signal stops them early, between two words:
- * they return @end, or the page they stopped at.
+ * same words meanwhile; the bits set in @keep, if any, are left alone. A
+ * fatal signal stops them early, between two words: they return @end, or
+ * the page they stopped at.
  */
 static pgoff_t gmemuf_bits_change(unsigned long *map, pgoff_t start,
-				  pgoff_t end, bool set)
+				  pgoff_t end, bool set,
+				  const unsigned long *keep)
 {
 	while (start < end) {
 		unsigned long mask = BITMAP_FIRST_WORD_MASK(start);
@@ -156,6 +158,8 @@ static pgoff_t gmemuf_bits_change(unsigned long *map, pgoff_t start,
 
 		if (next % BITS_PER_LONG)
 			mask &= BITMAP_LAST_WORD_MASK(next);
+		if (keep)
+			mask &= ~READ_ONCE(keep[BIT_WORD(start)]);
 		if (set)
 			atomic_long_or(mask, word);
 		else
@@ -684,16 +688,23 @@ static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
 	gmemuf_drop_resolved(uf);
 
 	/*
-	 * A task that found a page missing just before it was populated may
-	 * have posted a record after the populate cleared the posted bit;
-	 * the record is freed as stale, the bit stays. Clear the bits before
-	 * the pages go missing again, or their faults would never be posted.
-	 * Atomically: faults on missing pages of the range set them meanwhile.
+	 * The posted bits of present pages: those of faults resolved since,
+	 * and of a task that found a page missing just before it was
+	 * populated, and posted a record after the populate (dropped as
+	 * stale, the bit left set). Clear them before the pages go missing
+	 * again, or their faults would never be posted. Not those of pages
+	 * missing already, whose records may be out, with tasks waiting for
+	 * them: the next fault on such a page must not post a second record.
+	 * The missing bits are stable meanwhile: populates and disarms, which
+	 * clear them, hold the lock shared. Atomically: faults on missing
+	 * pages of the range set their posted bits meanwhile.
 	 *
 	 * A fatal signal stops the arm early, between two words of the bitmap:
-	 * the pages marked missing so far are dropped as for a whole arm.
+	 * the pages marked missing so far are dropped as for a whole arm, and
+	 * the pages whose posted bits were cleared are present, as before.
 	 */
-	reached = gmemuf_bits_change(uf->posted, start, end, false);
+	reached = gmemuf_bits_change(uf->posted, start, end, false,
+				     uf->missing);
 	if (reached < end) {
 		r = -EINTR;
 		goto out;
@@ -702,7 +713,7 @@ static long gmemuf_arm(struct gmemuf *uf, struct inode *inode, pgoff_t start,
 	smp_mb__after_atomic();
 
 	/* Only the pages marked missing lose their contents. */
-	reached = gmemuf_bits_change(uf->missing, start, end, true);
+	reached = gmemuf_bits_change(uf->missing, start, end, true, NULL);
 	if (reached > start)
 		kvm_gmem_truncate_range(inode, start, reached);
 	r = reached < end ? -EINTR : 0;

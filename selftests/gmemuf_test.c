@@ -9,13 +9,17 @@
  *
  *   wait_queues_sized_to_the_file      each file's own wait queues, as many
  *                                      as its pages up to 256 (fdinfo)
- *   populates_wake_only_their_waiters  a populate wakes its page's waiters
+ *   load.populates_wake_only_their_waiters
+ *                                      a populate wakes its page's waiters
  *                                      alone, even where pages of one file,
  *                                      and of two, share a wait queue
  *   fault_injection_no_allocation_per_fault
  *                                      once the file's records have room, a
  *                                      fault posts its record with every
  *                                      slab allocation of its task failing
+ *   arm_over_a_missing_page_keeps_its_record
+ *                                      an arm leaves a missing page's
+ *                                      record out the only one
  *   read_into_a_partly_writable_buffer a read gets the records that fit in
  *                                      the writable start of its buffer,
  *                                      and the rest stay pending
@@ -263,7 +267,12 @@ static void *toucher_fn(void *arg)
 	return NULL;
 }
 
-static void toucher_start(struct toucher *t, void *addr, bool via_kernel)
+/*
+ * Start a thread running @fn(@arg) that touches @addr as @t says, and wait
+ * until it has set its tid.
+ */
+static void toucher_run(struct toucher *t, void *addr, bool via_kernel,
+			void *(*fn)(void *), void *arg)
 {
 	memset(t, 0, sizeof(*t));
 	t->addr = addr;
@@ -272,9 +281,14 @@ static void toucher_start(struct toucher *t, void *addr, bool via_kernel)
 		abort();
 	if (via_kernel)
 		fcntl(t->pipe[1], F_SETPIPE_SZ, 2 * PAGE);
-	pthread_create(&t->thread, NULL, toucher_fn, t);
+	pthread_create(&t->thread, NULL, fn, arg);
 	while (!t->tid)
 		usleep(100);
+}
+
+static void toucher_start(struct toucher *t, void *addr, bool via_kernel)
+{
+	toucher_run(t, addr, via_kernel, toucher_fn, t);
 }
 
 static void toucher_join(struct toucher *t)
@@ -871,6 +885,39 @@ TEST_F(uf, arms_leave_no_resolved_records)
 	}
 }
 
+/*
+ * An arm over a missing page whose record is out, delivered and not yet
+ * acted on, leaves that record the only one: a second fault on the page
+ * posts nothing, and the populate the handler makes for the first record
+ * ends both faults.
+ */
+TEST_F(uf, arm_over_a_missing_page_keeps_its_record)
+{
+	struct toucher t[2];
+	struct handler h;
+
+	ASSERT_EQ(handler_open(&h, self->fd), 0);
+	toucher_start(&t[0], self->mem + 5 * PAGE, false);
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	ASSERT_EQ(handler_wait(&h, 60000), 1);
+	EXPECT_EQ(h.faults[0].offset, 5 * PAGE);
+	ASSERT_TRUE(wait_sleeping(t[0].tid));
+
+	ASSERT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ARM, 0, 16 * PAGE, NULL), 0);
+	toucher_start(&t[1], self->mem + 5 * PAGE, false);
+	ASSERT_TRUE(wait_sleeping(t[1].tid));
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), 0);
+	ASSERT_EQ(handler_fetch(&h, 16), 0);
+	EXPECT_EQ(handler_wait(&h, 300), -ETIME);
+
+	ASSERT_EQ(populate(self->fd, 5, 5), PAGE);
+	toucher_join(&t[0]);
+	toucher_join(&t[1]);
+	EXPECT_TRUE(check(t[0].copy, PAGE, 5));
+	EXPECT_TRUE(check(t[1].copy, PAGE, 5));
+	handler_close(&h);
+}
+
 TEST_F(uf, disarm_releases_waiters_with_zeroes)
 {
 	struct toucher t;
@@ -1145,18 +1192,7 @@ static void *page_waiter_fn(void *arg)
 static void page_waiter_start(struct page_waiter *w, void *addr,
 			      bool via_kernel)
 {
-	struct toucher *t = &w->t;
-
-	memset(t, 0, sizeof(*t));
-	t->addr = addr;
-	t->via_kernel = via_kernel;
-	if (via_kernel && pipe2(t->pipe, 0))
-		abort();
-	if (via_kernel)
-		fcntl(t->pipe[1], F_SETPIPE_SZ, 2 * PAGE);
-	pthread_create(&t->thread, NULL, page_waiter_fn, w);
-	while (!t->tid)
-		usleep(100);
+	toucher_run(&w->t, addr, via_kernel, page_waiter_fn, w);
 }
 
 /* The times a thread of this process went to sleep, or -1. */
@@ -1218,6 +1254,11 @@ static int waiter_returned(int fd, int ms)
 #define WQ_FILE_PAGES	512UL	/* above the 256 queues of the largest */
 #define WQ_PER_PAGE	3	/* waiters of each page: two loads, a write() */
 
+/* Tests that take long on a loaded machine: no fixture, a longer timeout. */
+FIXTURE(load) {};
+FIXTURE_SETUP(load) {}
+FIXTURE_TEARDOWN(load) {}
+
 /*
  * Many tasks wait on pages of two files that share wait queues: pages @q
  * apart in one file (@q its number of queues), and the same pages in the
@@ -1228,7 +1269,7 @@ static int waiter_returned(int fd, int ms)
  * with the page's contents, and no other waiter returns, nor is even woken
  * (its count of sleeps does not change).
  */
-TEST(populates_wake_only_their_waiters)
+TEST_F_TIMEOUT(load, populates_wake_only_their_waiters, 300)
 {
 	struct uf_file f[2];
 	unsigned long pages[4];
@@ -1297,7 +1338,7 @@ TEST(populates_wake_only_their_waiters)
 
 		/* Exactly its waiters return... */
 		for (n = 0; n < WQ_PER_PAGE; n++) {
-			id = waiter_returned(notify[0], 10000);
+			id = waiter_returned(notify[0], 60000);
 			ASSERT_GE(id, 0) TH_LOG("populate %d: %d of %d returned",
 						i, n, WQ_PER_PAGE);
 			ASSERT_LT(id, nw);
@@ -1380,10 +1421,6 @@ TEST_F(uf, write_and_kernel_faults_are_told_apart)
  * harness's default 30 s: under TCG and a debug kernel they take seconds
  * per thousand pages, and more when the machine is busy.
  */
-FIXTURE(load) {};
-FIXTURE_SETUP(load) {}
-FIXTURE_TEARDOWN(load) {}
-
 /* 10,000 pages, each touched once in order and once at random. */
 TEST_F_TIMEOUT(load, demand_paging_10000_pages, 300)
 {

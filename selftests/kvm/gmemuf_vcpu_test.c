@@ -931,11 +931,26 @@ static void sigusr1_handler(int sig)
 	__atomic_fetch_add(&nr_sigusr1, 1, __ATOMIC_RELAXED);
 }
 
+/*
+ * After a test of waits ended early on KICK_PAGE: still the one record, and
+ * only that page is present.
+ */
+static void expect_kick_page_alone_present(struct small_vm *s)
+{
+	u64 bitmap = 0;
+
+	expect_no_record(&s->h);
+	TEST_ASSERT_EQ(count_missing(s->fd, 0, SMALL_SIZE, &bitmap),
+		       SMALL_PAGES - 1);
+	TEST_ASSERT_EQ(bitmap, ((1ull << SMALL_PAGES) - 1) &
+			       ~(1ull << KICK_PAGE));
+}
+
 TEST_F_TIMEOUT(vcpu, signal_kick_no_second_record, UF_TIMEOUT)
 {
 	const u64 off = (u64)KICK_PAGE * PAGE_SIZE;
 	struct sigaction sa = { .sa_handler = sigusr1_handler };
-	u64 bitmap = 0, want = pattern_word(SEED_HOST, off);
+	u64 want = pattern_word(SEED_HOST, off);
 	struct small_vm s;
 	int i, r;
 
@@ -981,12 +996,7 @@ TEST_F_TIMEOUT(vcpu, signal_kick_no_second_record, UF_TIMEOUT)
 	TEST_ASSERT_EQ(vcpu_get_stat(s.vcpu, gmemuf_faults), 1);
 	TEST_ASSERT_EQ(vm_get_stat(s.vm, gmemuf_posted), 1);
 
-	/* Still the one record, and only the touched page is present. */
-	expect_no_record(&s.h);
-	TEST_ASSERT_EQ(count_missing(s.fd, 0, SMALL_SIZE, &bitmap),
-		       SMALL_PAGES - 1);
-	TEST_ASSERT_EQ(bitmap, ((1ull << SMALL_PAGES) - 1) &
-			       ~(1ull << KICK_PAGE));
+	expect_kick_page_alone_present(&s);
 	small_vm_destroy(&s);
 }
 
@@ -1035,7 +1045,7 @@ TEST_F_TIMEOUT(vcpu, interrupt_ends_wait, UF_TIMEOUT)
 		.address_lo = 0xfee00000,	/* to APIC ID 0: the vCPU */
 		.data = KICK_VECTOR,		/* fixed, edge */
 	};
-	u64 bitmap = 0, want = pattern_word(SEED_HOST, off);
+	u64 want = pattern_word(SEED_HOST, off);
 	struct small_vm s;
 	int i, r;
 
@@ -1067,12 +1077,7 @@ TEST_F_TIMEOUT(vcpu, interrupt_ends_wait, UF_TIMEOUT)
 		    s.ctx.reads[0], s.ctx.nr_reads, want);
 	TEST_ASSERT_EQ(s.ctx.irqs, KICK_SIGNALS);
 
-	/* Still the one record, and only the touched page is present. */
-	expect_no_record(&s.h);
-	TEST_ASSERT_EQ(count_missing(s.fd, 0, SMALL_SIZE, &bitmap),
-		       SMALL_PAGES - 1);
-	TEST_ASSERT_EQ(bitmap, ((1ull << SMALL_PAGES) - 1) &
-			       ~(1ull << KICK_PAGE));
+	expect_kick_page_alone_present(&s);
 	small_vm_destroy(&s);
 }
 
