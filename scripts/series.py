@@ -344,15 +344,15 @@ def cmd_absorb(args):
                     with open(out, "wb") as fh:
                         fh.write(W[at])
                     die(f"""{f}: the change does not carry through the series: {c} conflict(s)
-in {names[at - 1]}'s version of {t}, left with conflict markers in
-{out}. Nothing was written. Either
+in {names[at - 1]}'s version of {t}; that version, with conflict
+markers, is in {out}. Nothing was written. Either
   - fold it into the last patch that changes {f}, where it cannot
     conflict: scripts/series.sh absorb {f}
-  - or resolve by hand: fix {names[at - 1]}'s version (that file, without
-    the markers), put it in with
-      scripts/series.sh absorb --into {names[at - 1][:4]} {f}
-    after copying it over {f} (keep your own copy of {f} first), then put
-    your copy of {f} back and run scripts/series.sh absorb {f}.""")
+  - or split the change: keep in {f} only the part that applies to
+    {names[at - 1][:4]} (save your file first), run
+      scripts/series.sh absorb --into {names[tgt - 1][:4]} {f}
+    then put your whole file back and fold the rest into the last patch
+    that changes it: scripts/series.sh absorb {f}""")
                 if W[n] != want:
                     die(f"{f}: carried through the series, the change does "
                         "not end as the repository's file; fold it into "
