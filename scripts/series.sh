@@ -22,6 +22,8 @@
 #       that commit, in a work tree and object directory kept in the cache
 #       ($GMEMUF_CACHE/bisect/, incremental, with ccache); fail naming the
 #       first commit that does not build, or builds with a warning there.
+#       A commit that adds or changes a KVM selftest (*_test.c) also has it
+#       built, with the tree's Makefile and its headers at that commit.
 #       The config: tinyconfig, kernel/config/base.config and the tracing
 #       of kernel/config/bisect.config, KVM built in.
 set -euo pipefail
@@ -33,7 +35,7 @@ die() { echo "series.sh: $*" >&2; exit 1; }
 log() { echo "  $*" >&2; }
 
 bisect() {
-	local res key out gitdir wt obj idx c p i=0 n frags hash files f objs
+	local res key out gitdir wt obj idx c p i=0 n frags hash files f objs tests
 	res=$("$top/scripts/kernel.sh" pristine)
 	key=${res%% *}
 	out=$("$top/scripts/patches.sh" --build)
@@ -84,6 +86,30 @@ bisect() {
 			>"$obj/build-$i.log" 2>&1; then
 			grep -E 'error|Error' "$obj/build-$i.log" | head -30 >&2
 			die "$p does not build (commit $i of $n; log: $obj/build-$i.log)"
+		fi
+		# KVM selftests the commit adds or changes: built with the
+		# tree's own Makefile, against its headers at that commit.
+		tests=()
+		for f in $(git diff-tree --no-commit-id --name-only -r \
+			   --diff-filter=AM "$c^" "$c" -- tools/testing/selftests/kvm/); do
+			case $f in
+			*_test.c)
+				f=${f#tools/testing/selftests/kvm/}
+				tests+=("$obj/kselftest/${f%.c}") ;;
+			esac
+		done
+		if [ ${#tests[@]} -gt 0 ]; then
+			log "BISECT  $i/$n its selftests: ${tests[*]##*/}"
+			if ! { bmake "$wt" "$obj" -s headers_install \
+				INSTALL_HDR_PATH="$obj/usr" &&
+			       make -C "$wt/tools/testing/selftests/kvm" -j"$jobs" \
+				OUTPUT="$obj/kselftest" \
+				KHDR_INCLUDES="-isystem $obj/usr/include" \
+				CC="ccache gcc" CCACHE_DIR="$cache/ccache" \
+				"${tests[@]}"; } >>"$obj/build-$i.log" 2>&1; then
+				grep -E 'error|Error' "$obj/build-$i.log" | head -30 >&2
+				die "$p: its selftests do not build (commit $i of $n; log: $obj/build-$i.log)"
+			fi
 		fi
 		if grep -E 'warning:' "$obj/build-$i.log" >&2; then
 			die "$p builds with warnings (commit $i of $n; log: $obj/build-$i.log)"
