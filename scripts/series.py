@@ -25,7 +25,7 @@ with "-- " or an added one with "++ " is never taken for a file header.
     series.py diff [<file>...]
         how our files (all, or those named, as in the repository:
         kernel/gmemuf.c) differ from their version at the end of the series
-    series.py absorb [--into <patch>] [--dry-run] [<file>...]
+    series.py absorb [--into <patch> | --blame] [--dry-run] [<file>...]
         fold those differences into the series, rewriting kernel/patches/
         (see scripts/series.sh)
 """
@@ -216,6 +216,49 @@ class Series:
                            stdout=subprocess.PIPE, text=True)
         return r.stdout.strip() or None
 
+    def blame_patch(self, path, old, new, d):
+        """The commits (indices in the chain) that last changed the lines
+        of @path that the change from @old (its version at the end of the
+        series) to @new touches; for an insertion, the lines around it."""
+        diff = section(path, tmpfile(d, "bo", old), tmpfile(d, "bn", new))
+        nlines = old.count(b"\n")
+        want = set()
+        cur = None
+        for line in diff.splitlines():
+            m = HUNK.match(line)
+            if m:
+                cur = int(m.group(1))   # the old side's next line
+                if m.group(2) == "0":
+                    cur += 1            # "-a,0": insertion after line a
+                continue
+            if cur is None or not line:
+                continue
+            if line[0] == " ":
+                cur += 1
+            elif line[0] == "-":
+                want.add(cur)
+                cur += 1
+            elif line[0] == "+":
+                # An insertion: the lines on either side of it.
+                want.update((cur - 1, cur))
+        want = {x for x in want if 1 <= x <= nlines}
+        if not want:
+            return []
+        r = subprocess.run(["git", "blame", "--porcelain", "-L",
+                            f"{min(want)},{max(want)}", self.chain[-1],
+                            "--", path], env=self.env,
+                           stdout=subprocess.PIPE, text=True)
+        idx = {c: i for i, c in enumerate(self.chain)}
+        came = set()
+        lineno = None
+        for line in r.stdout.splitlines():
+            m = re.match(r"^([0-9a-f]{40}) \d+ (\d+)", line)
+            if m:
+                lineno = int(m.group(2))
+                if lineno in want and m.group(1) in idx and idx[m.group(1)]:
+                    came.add(idx[m.group(1)])
+        return sorted(came)
+
     def content(self, sha):
         return None if sha is None else self.git("cat-file", "blob", sha)
 
@@ -274,6 +317,7 @@ def merge(d, ours, base, theirs):
 
 def cmd_absorb(args):
     into = None
+    blame = False
     dry = False
     files = []
     while args:
@@ -284,6 +328,8 @@ def cmd_absorb(args):
             into = args.pop(0)
         elif a.startswith("--into="):
             into = a[7:]
+        elif a == "--blame":
+            blame = True
         elif a in ("-n", "--dry-run"):
             dry = True
         else:
@@ -317,7 +363,14 @@ def cmd_absorb(args):
                     "kernel/patches/series")
             touch = [j for j in range(1, n + 1) if V[j] != V[j - 1]]
             k = touch[-1]
-            tgt = into if into is not None else k
+            # Where the lines the change touches come from: a hint, or
+            # with --blame the target.
+            came = s.blame_patch(t, V[n], want, d)
+            if came and dry:
+                print(f"  BLAME   {f}: the lines it changes come from "
+                      + ", ".join(names[j - 1][:4] for j in came))
+            tgt = into if into is not None else \
+                (max(came) if blame and came else k)
             if V[tgt] is None:
                 die(f"{f}: {names[tgt - 1]} comes before the patch that "
                     f"adds it ({names[touch[0] - 1]})")

@@ -7,7 +7,7 @@
 #   series.sh diff [<file>...]
 #       how our files (kernel/gmemuf.c, ...) differ from their version at
 #       the end of the series: what `make patches` refuses
-#   series.sh absorb [--dry-run] [--into <patch>] [<file>...]
+#   series.sh absorb [--dry-run] [--blame | --into <patch>] [<file>...]
 #       fold those differences into the series, and rewrite the patches of
 #       kernel/patches/ that change (their names, messages and every other
 #       file's hunks are kept). By default each file's difference goes into
@@ -15,7 +15,12 @@
 #       patches after it do not touch it. --into <patch> (a name or its
 #       number, 0004) puts it into that patch instead and carries it through
 #       the later patches that change the file, by three-way merges; on a
-#       conflict it writes nothing, and says what to do.
+#       conflict it writes nothing, and says what to do. --blame picks, for
+#       each file, the latest patch that the lines the change touches come
+#       from (git blame of the series' result): a fix of code that 0004 adds
+#       goes into 0004, not into 0007 which changes the file elsewhere.
+#       --dry-run says where each file would go, and where its lines come
+#       from.
 #   series.sh bisect
 #       after each commit of the series, compile virt/kvm and arch/x86/kvm
 #       (and any other .c file the commit changes) from the series' tree at
