@@ -87,6 +87,12 @@ bisect() {
 			esac
 		done
 		log "BISECT  $i/$n $p$( grep -q '^CONFIG_KVM_GMEMUF=y' "$obj/.config" && echo ' (gmemuf built)')"
+		# Said, not failed: the arch selects HAVE_KVM_ARCH_GMEMUF only
+		# with its vCPU side, so earlier commits cannot build gmemuf.
+		if ! grep -q '^CONFIG_KVM_GMEMUF=y' "$obj/.config" &&
+		   grep -q '^virt/kvm/gmemuf/.*\.c$' <<<"$files"; then
+			log "NOTE    $i/$n changes virt/kvm/gmemuf/*.c, which this config cannot build (no CONFIG_KVM_GMEMUF before the arch selects HAVE_KVM_ARCH_GMEMUF)"
+		fi
 		if ! bmake "$wt" "$obj" arch/x86/kvm/ "${objs[@]}" \
 			>"$obj/build-$i.log" 2>&1; then
 			grep -E 'error|Error' "$obj/build-$i.log" | head -30 >&2
