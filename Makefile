@@ -55,7 +55,8 @@ SOAK_MIB ?= 400
 
 .PHONY: all help deps kernel kernel-release headers lib man install tests \
 	initramfs check check-host check-harness check-vm demo stress \
-	stress-initramfs bench fuzz soak shell patches checkpatch clean distclean \
+	stress-initramfs bench fuzz soak shell patches checkpatch patches-absorb \
+	patches-bisect clean distclean \
 	qemu qemu-guest qemu-initramfs qemu-demo
 
 # libgmemuf/Makefile builds the library, its tests and its installation.
@@ -85,6 +86,8 @@ help:
 	@echo 'make shell           boot the VM with a shell, tests in /tests'
 	@echo 'make patches         write the kernel series to $(O)/patches'
 	@echo 'make checkpatch      run checkpatch.pl --strict on the series'
+	@echo 'make patches-absorb  fold changes of kernel/*.c etc. into the series'
+	@echo 'make patches-bisect  compile KVM after each commit of the series'
 	@echo 'make qemu            build QEMU with qemu/patches (static, cached)'
 	@echo 'make qemu-demo       migrate a guest with guest_memfd RAM between'
 	@echo '                     two QEMUs in the test VM'
@@ -230,6 +233,14 @@ patches: deps | $(O)
 
 checkpatch: patches
 	@scripts/patches.sh --check $(O)/patches
+
+# Fold changes of kernel/*.c (etc.) into the series: scripts/series.sh.
+patches-absorb:
+	@scripts/series.sh absorb
+
+# Compile virt/kvm and arch/x86/kvm after each commit of the series.
+patches-bisect: deps
+	@scripts/series.sh bisect
 
 # QEMU with our patches (scripts/qemu.sh, cached in GMEMUF_QEMU_CACHE), and
 # the demo that migrates a guest whose RAM is guest_memfd between two of

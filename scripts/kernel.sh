@@ -111,6 +111,7 @@ pristine() {
 #   kernel/*.c kernel/*.h Kbuild  -> virt/kvm/gmemuf/
 #   uapi/linux/*.h                -> include/uapi/linux/
 #   selftests/kvm/*.c             -> tools/testing/selftests/kvm/gmemuf/
+#   Documentation/gmemuf/uapi.rst -> Documentation/virt/kvm/gmemuf.rst
 #
 # It is computed in a staging directory from the pristine files every time
 # and only the files whose contents differ are written into the tree, so an
@@ -127,6 +128,8 @@ overlay_files() {
 	for f in "$top"/selftests/kvm/*.[ch]; do
 		[ -f "$f" ] && echo "$f tools/testing/selftests/kvm/gmemuf/${f##*/}"
 	done
+	# The UAPI's documentation, which the series adds next to api.rst.
+	echo "$top/Documentation/gmemuf/uapi.rst Documentation/virt/kvm/gmemuf.rst"
 	return 0
 }
 
@@ -136,20 +139,27 @@ series() {
 	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$s" | awk '{ print $1 }'
 }
 
-# Paths a patch touches, from its "+++ b/<path>" and "--- a/<path>" lines.
+# Paths a patch touches, file by file.
 patch_paths() {
-	awk '/^(\+\+\+|---) [ab]\// { sub(/^(\+\+\+|---) [ab]\//, ""); sub(/\t.*/, ""); print }' "$1" | sort -u
+	python3 "$top/scripts/series.py" paths "$1" | sort -u
 }
 
+# A patch of the series may also change our own files (a first version of
+# gmemuf.c in one commit, more of it in the next): the overlay takes those
+# as the repository has them, the final state, and applies only the hunks
+# of upstream files.
 apply_overlay() {
-	local src=$1 tree=$2 stage manifest new p f
+	local src=$1 tree=$2 stage manifest new p f own
 	stage=$(mktemp -d "$cache/stage.XXXXXX")
+	own="$stage.own"
+	overlay_files | awk '{ print $2 }' >"$own"
 
 	# Pristine copies of every upstream file the patches touch...
 	for p in $(series); do
 		[ -f "$top/kernel/patches/$p" ] || die "series names $p, which does not exist"
 		for f in $(patch_paths "$top/kernel/patches/$p"); do
 			[ -e "$stage/$f" ] && continue
+			grep -qxF "$f" "$own" && continue
 			if [ -f "$src/$f" ]; then
 				mkdir -p "$stage/$(dirname "$f")"
 				cp -p "$src/$f" "$stage/$f"
@@ -162,11 +172,15 @@ apply_overlay() {
 		cp "$from" "$stage/$to"
 	done < <(overlay_files)
 	for p in $(series); do
+		python3 "$top/scripts/series.py" filter "$top/kernel/patches/$p" \
+			"$own" >"$stage.patch"
+		[ -s "$stage.patch" ] || continue
 		patch -d "$stage" -p1 -s -f -N --no-backup-if-mismatch \
-			-i "$top/kernel/patches/$p" >"$stage.log" 2>&1 ||
-			{ cat "$stage.log" >&2; rm -f "$stage.log"; die "kernel/patches/$p does not apply"; }
-		rm -f "$stage.log"
+			-i "$stage.patch" >"$stage.log" 2>&1 ||
+			{ cat "$stage.log" >&2; rm -f "$stage.log" "$stage.patch" "$own"; die "kernel/patches/$p does not apply"; }
+		rm -f "$stage.log" "$stage.patch"
 	done
+	rm -f "$own" "$stage.patch"
 
 	manifest="$tree/.gmemuf-overlay"
 	new=$(cd "$stage" && find . -type f | sed 's|^\./||' | sort)

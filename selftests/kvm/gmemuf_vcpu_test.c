@@ -794,9 +794,11 @@ FIXTURE_VARIANT_ADD(region, private_exit) {
 	.private = true,
 	.exit_mode = true,
 };
+
 FIXTURE_VARIANT_ADD(region, shared_wait_handler_process) {
 	.handler_process = true,
 };
+
 FIXTURE_VARIANT_ADD(region, private_wait_handler_process) {
 	.private = true,
 	.handler_process = true,
