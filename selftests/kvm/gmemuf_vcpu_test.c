@@ -933,6 +933,17 @@ static void sigusr1_handler(int sig)
 	__atomic_fetch_add(&nr_sigusr1, 1, __ATOMIC_RELAXED);
 }
 
+/* Populate page @off, which the vCPU waits for: it reads @want, once. */
+static void populate_and_expect_one_read(struct small_vm *s, u64 off, u64 want)
+{
+	TEST_ASSERT_EQ(populate(s->fd, off), 0);
+	vcpu_join(&s->ctx);
+	vcpu_check_done(&s->ctx, 0);
+	TEST_ASSERT(s->ctx.nr_reads == 1 && s->ctx.reads[0] == want,
+		    "The guest read 0x%lx (%u reads), wanted 0x%lx",
+		    s->ctx.reads[0], s->ctx.nr_reads, want);
+}
+
 /*
  * After a test of waits ended early on KICK_PAGE: still the one record, and
  * only that page is present.
@@ -981,12 +992,7 @@ TEST_F_TIMEOUT(vcpu, signal_kick_no_second_record, UF_TIMEOUT)
 	WRITE_ONCE(s.vcpu->run->immediate_exit, 0);
 	pthread_kill(s.ctx.thread, SIGUSR1);
 
-	TEST_ASSERT_EQ(populate(s.fd, off), 0);
-	vcpu_join(&s.ctx);
-	vcpu_check_done(&s.ctx, 0);
-	TEST_ASSERT(s.ctx.nr_reads == 1 && s.ctx.reads[0] == want,
-		    "The guest read 0x%lx (%u reads), wanted 0x%lx",
-		    s.ctx.reads[0], s.ctx.nr_reads, want);
+	populate_and_expect_one_read(&s, off, want);
 	TEST_ASSERT(s.ctx.eintr >= KICK_SIGNALS,
 		    "KVM_RUN failed with EINTR %u times for %u signals (%u handled)",
 		    s.ctx.eintr, KICK_SIGNALS + 2,
@@ -1071,12 +1077,7 @@ TEST_F_TIMEOUT(vcpu, interrupt_ends_wait, UF_TIMEOUT)
 	expect_no_record(&s.h);
 	TEST_ASSERT_EQ(count_missing(s.fd, 0, SMALL_SIZE, NULL), SMALL_PAGES);
 
-	TEST_ASSERT_EQ(populate(s.fd, off), 0);
-	vcpu_join(&s.ctx);
-	vcpu_check_done(&s.ctx, 0);
-	TEST_ASSERT(s.ctx.nr_reads == 1 && s.ctx.reads[0] == want,
-		    "The guest read 0x%lx (%u reads), wanted 0x%lx",
-		    s.ctx.reads[0], s.ctx.nr_reads, want);
+	populate_and_expect_one_read(&s, off, want);
 	TEST_ASSERT_EQ(s.ctx.irqs, KICK_SIGNALS);
 
 	expect_kick_page_alone_present(&s);
