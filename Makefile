@@ -32,6 +32,9 @@ OUR_KVM_TESTS := $(patsubst selftests/kvm/%.c,gmemuf/%,$(wildcard selftests/kvm/
 	gmemuf/gmemuf_fuzz
 # The benchmark's programs (make bench): built with the tests, run by no check.
 BENCH_KVM_PROGS := demand_paging_test gmemuf/gmemuf_bench
+# Diagnostics, in /tests for make shell and run lists of one's own: kvm_churn
+# is the fuzzer's churn around vCPUs without gmemuf (README, the fuzzer).
+DIAG_KVM_PROGS := gmemuf/kvm_churn
 # make bench: QEMU's -icount for the headline column, plain TCG for the
 # second; BENCH_ARGS go to gmemuf_bench (scripts/vm-bench), and the table
 # goes into BENCH_README.
@@ -126,7 +129,7 @@ install: lib man
 
 tests: headers
 	@$(KSH) kvm-selftests $(O)/tests $(UPSTREAM_KVM_TESTS) $(OUR_KVM_TESTS) \
-		$(BENCH_KVM_PROGS)
+		$(BENCH_KVM_PROGS) $(DIAG_KVM_PROGS)
 	@$(MAKE) --no-print-directory -f selftests/Makefile O=$(O) \
 		HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
 	@$(LIBMK) tests HDR=$$(cat $(O)/headers.path) TREE=$$(cat $(O)/tree.path)
@@ -138,6 +141,7 @@ tests: headers
 EXAMPLE_BINS := postcopy-src postcopy-dst snapshot-vm snapshot-handler demo
 BENCH_BINS := $(O)/tests/demand_paging_test $(O)/tests/gmemuf_bench \
 	scripts/vm-bench
+DIAG_BINS := $(O)/tests/kvm_churn
 # make soak's driver; the fuzzer and the examples it runs are in anyway.
 SOAK_BINS := scripts/vm-soak
 
@@ -145,7 +149,8 @@ SOAK_BINS := scripts/vm-soak
 initramfs: tests
 	@scripts/initramfs.sh $(O)/initramfs.cpio.gz $(RUN_LIST) \
 		$$(awk '!/^#/ && NF { print "$(O)/tests/" $$3 }' $(RUN_LIST) | sort -u) \
-		$(addprefix $(O)/tests/,$(EXAMPLE_BINS)) $(BENCH_BINS) $(SOAK_BINS)
+		$(addprefix $(O)/tests/,$(EXAMPLE_BINS)) $(BENCH_BINS) $(SOAK_BINS) \
+		$(DIAG_BINS)
 	@echo "  INITRD  $(O)/initramfs.cpio.gz"
 
 # The same, with the stress list as the VM's list.
