@@ -50,8 +50,11 @@ key=${res%% *} src=${res#* }
 
 if [ $check = 1 ]; then
 	shopt -s nullglob
-	# The patches, not the cover letter, which has no diff to check.
-	set -- "$out"/[0-9][0-9][0-9][1-9]-*.patch
+	# The patches, not the cover letter (0000), which has no diff to check.
+	set --
+	for f in "$out"/[0-9][0-9][0-9][0-9]-*.patch; do
+		case ${f##*/} in 0000-*) ;; *) set -- "$@" "$f" ;; esac
+	done
 	[ $# -gt 0 ] || { echo "  CHECK   no patches in $out"; exit 0; }
 	# checkpatch warns of every added file in a patch that does not touch
 	# MAINTAINERS (FILE_PATH_CHANGES). What it asks is checked here

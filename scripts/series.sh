@@ -13,12 +13,12 @@
 #       file's hunks are kept). By default each file's difference goes into
 #       the last patch that changes that file, which cannot conflict: the
 #       patches after it do not touch it. --into <patch> (a name or its
-#       number, 0004) puts it into that patch instead and carries it through
+#       number, 0005) puts it into that patch instead and carries it through
 #       the later patches that change the file, by three-way merges; on a
 #       conflict it writes nothing, and says what to do. --blame picks, for
 #       each file, the latest patch that the lines the change touches come
-#       from (git blame of the series' result): a fix of code that 0004 adds
-#       goes into 0004, not into 0007 which changes the file elsewhere.
+#       from (git blame of the series' result): a fix of code that 0005 adds
+#       goes into 0005, not into 0013 which changes the file elsewhere.
 #       --dry-run says where each file would go, and where its lines come
 #       from.
 #   series.sh bisect
@@ -87,11 +87,12 @@ bisect() {
 			esac
 		done
 		log "BISECT  $i/$n $p$( grep -q '^CONFIG_KVM_GMEMUF=y' "$obj/.config" && echo ' (gmemuf built)')"
-		# Said, not failed: the arch selects HAVE_KVM_ARCH_GMEMUF only
-		# with its vCPU side, so earlier commits cannot build gmemuf.
+		# A commit that changes gmemuf's code must build it: x86
+		# selects HAVE_KVM_ARCH_GMEMUF in the patch that adds gmemuf,
+		# so that no version of it goes uncompiled.
 		if ! grep -q '^CONFIG_KVM_GMEMUF=y' "$obj/.config" &&
 		   grep -q '^virt/kvm/gmemuf/.*\.c$' <<<"$files"; then
-			log "NOTE    $i/$n changes virt/kvm/gmemuf/*.c, which this config cannot build (no CONFIG_KVM_GMEMUF before the arch selects HAVE_KVM_ARCH_GMEMUF)"
+			die "$p changes virt/kvm/gmemuf/*.c, which this config does not build (no CONFIG_KVM_GMEMUF: does x86 select HAVE_KVM_ARCH_GMEMUF yet?)"
 		fi
 		if ! bmake "$wt" "$obj" arch/x86/kvm/ "${objs[@]}" \
 			>"$obj/build-$i.log" 2>&1; then
