@@ -17,7 +17,7 @@
  * shared backing.  A KVM_EXIT_SHUTDOWN or an exit the loop does not expect
  * fails with the vCPU's state.
  *
- *   kvm_churn [--seconds N] [--vcpus V] [--private] [--no-fork]
+ *   kvm_churn [--seconds N] [--vcpus V] [--pages N] [--private] [--no-fork]
  *             [--no-slot] [--no-convert] [--no-punch]
  */
 #include <getopt.h>
@@ -40,25 +40,27 @@
 
 #define DATA_GPA	((u64)SZ_4G)
 #define DATA_SLOT	10
-#define DATA_PAGES	64
-#define DATA_SIZE	(DATA_PAGES * PAGE_SIZE)
+#define MAX_PAGES	64
+#define DATA_SIZE	(MAX_PAGES * PAGE_SIZE)
 #define MAX_VCPUS	8
 
 static struct kvm_vm *vm;
 static int gmem_fd;
 static void *shared;
 static bool private_vm;
+/* The pages the vCPUs go over: fewer, the more faults they share. */
+static u64 nr_pages = MAX_PAGES;
 static atomic_bool stop;
 static atomic_ulong nr_ucalls, nr_forks, nr_slots, nr_converts, nr_punches,
 	nr_mmio, nr_memfaults;
 static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void guest_main(void)
+static void guest_main(u64 pages)
 {
 	u64 i = 0, sum = 0;
 
 	for (;;) {
-		sum += READ_ONCE(*(u64 *)(DATA_GPA + (i % DATA_PAGES) * PAGE_SIZE));
+		sum += READ_ONCE(*(u64 *)(DATA_GPA + (i % pages) * PAGE_SIZE));
 		GUEST_SYNC_ARGS(i, sum, 0, 0, 0);
 		i++;
 	}
@@ -199,7 +201,7 @@ static void *convert_thread(void *arg)
 
 	while (!atomic_load(&stop)) {
 		pthread_mutex_lock(&slot_lock);
-		convert(n % DATA_PAGES, n & 1);
+		convert(n % nr_pages, n & 1);
 		pthread_mutex_unlock(&slot_lock);
 		n = n * 7 + 3;
 		usleep(1000 * (n % 5));
@@ -212,7 +214,7 @@ static void *punch_thread(void *arg)
 	unsigned long n = 0;
 
 	while (!atomic_load(&stop)) {
-		u64 page = (n * 13) % DATA_PAGES;
+		u64 page = (n * 13) % nr_pages;
 
 		TEST_ASSERT(!fallocate(gmem_fd, FALLOC_FL_PUNCH_HOLE |
 				       FALLOC_FL_KEEP_SIZE, page * PAGE_SIZE,
@@ -231,6 +233,7 @@ int main(int argc, char **argv)
 		{ "seconds", required_argument, NULL, 's' },
 		{ "vcpus", required_argument, NULL, 'v' },
 		{ "private", no_argument, NULL, 'p' },
+		{ "pages", required_argument, NULL, 'n' },
 		{ "no-fork", no_argument, NULL, 'F' },
 		{ "no-slot", no_argument, NULL, 'S' },
 		{ "no-convert", no_argument, NULL, 'C' },
@@ -248,6 +251,7 @@ int main(int argc, char **argv)
 		case 's': seconds = atoi(optarg); break;
 		case 'v': nv = atoi(optarg); break;
 		case 'p': private_vm = true; break;
+		case 'n': nr_pages = atoi(optarg); break;
 		case 'F': do_fork = false; break;
 		case 'S': do_slot = false; break;
 		case 'C': do_convert = false; break;
@@ -255,7 +259,8 @@ int main(int argc, char **argv)
 		default: exit(KSFT_FAIL);
 		}
 	}
-	TEST_ASSERT(nv >= 1 && nv <= MAX_VCPUS && seconds > 0, "bad arguments");
+	TEST_ASSERT(nv >= 1 && nv <= MAX_VCPUS && seconds > 0 &&
+		    nr_pages >= 1 && nr_pages <= MAX_PAGES, "bad arguments");
 	if (private_vm) {
 		TEST_REQUIRE(kvm_check_cap(KVM_CAP_VM_TYPES) &
 			     BIT(KVM_X86_SW_PROTECTED_VM));
@@ -271,18 +276,21 @@ int main(int argc, char **argv)
 		      private_vm ? -1 : gmem_fd, 0);
 	TEST_ASSERT(shared != MAP_FAILED, "mmap");
 	slot_set(true);
-	virt_map(vm, DATA_GPA, DATA_GPA, DATA_PAGES);
+	virt_map(vm, DATA_GPA, DATA_GPA, MAX_PAGES);
 	if (private_vm)
-		for (i = 0; i < DATA_PAGES; i++)
+		for (i = 0; i < MAX_PAGES; i++)
 			convert(i, true);
 
-	printf("kvm_churn: %s VM, %d vCPUs, %d s:%s%s%s%s\n",
-	       private_vm ? "KVM_X86_SW_PROTECTED_VM" : "default", nv, seconds,
+	printf("kvm_churn: %s VM, %d vCPUs over %llu pages, %d s:%s%s%s%s\n",
+	       private_vm ? "KVM_X86_SW_PROTECTED_VM" : "default", nv,
+	       (unsigned long long)nr_pages, seconds,
 	       do_fork ? " fork" : "", do_slot ? " memslot" : "",
 	       do_convert ? " convert" : "", do_punch ? " punch" : "");
 	fflush(stdout);
-	for (i = 0; i < nv; i++)
+	for (i = 0; i < nv; i++) {
+		vcpu_args_set(vcpus[i], 1, nr_pages);
 		pthread_create(&thr[nt++], NULL, vcpu_thread, vcpus[i]);
+	}
 	if (do_fork)
 		pthread_create(&thr[nt++], NULL, fork_thread, NULL);
 	if (do_slot)
