@@ -873,9 +873,102 @@ u64 gmemuf_features(void)
 	/* HAVE_KVM_ARCH_GMEMUF: the arch's fault path has the vCPU side. */
 	u64 features = GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
 		       GMEMUF_FEATURE_VCPU_WAIT | GMEMUF_FEATURE_VCPU_EXIT |
-		       GMEMUF_FEATURE_READ;
+		       GMEMUF_FEATURE_READ | GMEMUF_FEATURE_GMEM_READ;
 
 	if (IS_ENABLED(CONFIG_IO_URING))
 		features |= GMEMUF_FEATURE_URING_FETCH;
 	return features;
+}
+
+/*
+ * May userspace read the guest_memfds of @kvm? Where populate can give the
+ * guest its page, a read gives userspace the page the guest sees: not on
+ * SEV or TDX, whose private pages are ciphertext, or worse on TDX.
+ */
+bool gmemuf_may_read(struct kvm *kvm)
+{
+	return kvm_arch_supports_gmemuf(kvm);
+}
+
+/*
+ * read() and pread() of a guest_memfd, userfault or not, for a VMM that
+ * saves or migrates the guest's memory: private memory, which no mapping of
+ * the file reaches, as well as shared. FMODE_PREAD says the VM's type allows
+ * it (gmemuf_may_read(), at creation). Page-aligned, as populate. A hole
+ * reads as zeroes and stays a hole. A missing page of a userfault
+ * guest_memfd has no contents yet: the read stops before it, or fails with
+ * -ENODATA if it is the first. A hwpoisoned page stops it likewise, with
+ * -EHWPOISON.
+ *
+ * No lock is held while copying: the user buffer may be a mapping of this
+ * file, whose faults take invalidate_lock and the folio lock. The folio
+ * reference keeps the page alive; a page the guest writes meanwhile, or an
+ * arm or a hole punch truncates meanwhile, may be read as it was before.
+ */
+ssize_t gmemuf_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct inode *inode = file_inode(iocb->ki_filp);
+	struct gmemuf *uf = GMEMUF(inode);
+	loff_t pos = iocb->ki_pos, size = i_size_read(inode);
+	size_t len = iov_iter_count(to), copied;
+	ssize_t done = 0;
+	struct folio *folio;
+	int r = 0;
+
+	if (!(iocb->ki_filp->f_mode & FMODE_PREAD))
+		return -EINVAL;
+
+	if (!PAGE_ALIGNED(pos) || !PAGE_ALIGNED(len) || pos < 0)
+		return -EINVAL;
+
+	if (!len || pos >= size)
+		return 0;
+	len = min_t(u64, len, size - pos);
+
+	while (len) {
+		pgoff_t index = pos >> PAGE_SHIFT;
+
+		if (fatal_signal_pending(current)) {
+			r = -EINTR;
+			break;
+		}
+
+		if (uf && gmemuf_missing(uf, index)) {
+			r = -ENODATA;
+			break;
+		}
+
+		folio = filemap_get_folio(inode->i_mapping, index);
+		if (IS_ERR(folio)) {
+			/* A hole: guest_memfd gives the guest zeroes there. */
+			copied = iov_iter_zero(PAGE_SIZE, to);
+		} else if (folio_test_hwpoison(folio)) {
+			folio_put(folio);
+			r = -EHWPOISON;
+			break;
+		} else if (!folio_test_uptodate(folio)) {
+			/* Not yet given to the guest, which clears it first. */
+			folio_put(folio);
+			copied = iov_iter_zero(PAGE_SIZE, to);
+		} else {
+			copied = copy_folio_to_iter(folio,
+						    offset_in_folio(folio, pos),
+						    PAGE_SIZE, to);
+			folio_put(folio);
+		}
+		if (copied != PAGE_SIZE) {
+			r = -EFAULT;
+			break;
+		}
+
+		pos += PAGE_SIZE;
+		len -= PAGE_SIZE;
+		done += PAGE_SIZE;
+		cond_resched();
+	}
+
+	if (!done)
+		return r;
+	iocb->ki_pos = pos;
+	return done;
 }

@@ -122,6 +122,8 @@ int gmemuf_fault_vcpu(struct kvm_vcpu *vcpu, struct file *file, pgoff_t index,
 void gmemuf_kick_vcpus(struct kvm *kvm);
 long gmemuf_ioctl(struct file *file, unsigned int ioctl, unsigned long arg);
 ssize_t gmemuf_write_iter(struct kiocb *iocb, struct iov_iter *from);
+ssize_t gmemuf_read_iter(struct kiocb *iocb, struct iov_iter *to);
+bool gmemuf_may_read(struct kvm *kvm);
 u64 gmemuf_features(void);
 #else
 static inline int gmemuf_create(struct kvm *kvm, struct inode *inode,
@@ -144,6 +146,11 @@ static inline vm_fault_t gmemuf_fault_user(struct vm_fault *vmf)
 
 static inline void gmemuf_kick_vcpus(struct kvm *kvm) {}
 
+static inline bool gmemuf_may_read(struct kvm *kvm)
+{
+	return false;
+}
+
 static inline u64 gmemuf_features(void)
 {
 	return 0;
@@ -151,6 +158,7 @@ static inline u64 gmemuf_features(void)
 
 #define gmemuf_ioctl		NULL
 #define gmemuf_write_iter	NULL
+#define gmemuf_read_iter	NULL
 #define gmemuf_show_fdinfo	NULL
 #endif /* CONFIG_KVM_GMEMUF */
 

@@ -18,7 +18,7 @@
 #       conflict it writes nothing, and says what to do. --blame picks, for
 #       each file, the latest patch that the lines the change touches come
 #       from (git blame of the series' result): a fix of code that 0005 adds
-#       goes into 0005, not into 0013 which changes the file elsewhere.
+#       goes into 0005, not into 0014 which changes the file elsewhere.
 #       --dry-run says where each file would go, and where its lines come
 #       from.
 #   series.sh bisect

@@ -441,7 +441,8 @@ TEST(probe)
 	};
 	const int all = GMEMUF_FEATURE_MMAP_FAULT | GMEMUF_FEATURE_POPULATE |
 			GMEMUF_FEATURE_URING_FETCH | GMEMUF_FEATURE_VCPU_WAIT |
-			GMEMUF_FEATURE_VCPU_EXIT | GMEMUF_FEATURE_READ;
+			GMEMUF_FEATURE_VCPU_EXIT | GMEMUF_FEATURE_READ |
+			GMEMUF_FEATURE_GMEM_READ;
 	unsigned int i;
 
 	for (i = 0; i <= ARRAY_SIZE(types); i++) {
@@ -1032,6 +1033,82 @@ TEST_F(uf, punch_hole)
 	EXPECT_EQ(count_missing(self->fd, 2 * PAGE, PAGE, NULL), 1);
 	EXPECT_EQ(populate(self->fd, 2, 2), PAGE);
 	EXPECT_TRUE(check(self->mem + 2 * PAGE, PAGE, 2));
+}
+
+/*
+ * pread() gives a page's contents; a hole reads as zeroes; a missing page has
+ * none: the read stops before it, or fails with ENODATA if it is the first.
+ */
+TEST_F(uf, pread_reads_present_pages)
+{
+	static char buf[4 * PAGE];
+	struct iovec iov[2] = {
+		{ .iov_base = buf, .iov_len = PAGE },
+		{ .iov_base = buf + PAGE, .iov_len = PAGE },
+	};
+	int plain;
+
+	ASSERT_EQ(populate(self->fd, 1, 11), PAGE);
+	ASSERT_EQ(populate(self->fd, 2, 12), PAGE);
+
+	EXPECT_EQ(pread(self->fd, buf, 2 * PAGE, PAGE), 2 * PAGE);
+	EXPECT_TRUE(check(buf, PAGE, 11));
+	EXPECT_TRUE(check(buf + PAGE, PAGE, 12));
+	EXPECT_EQ(preadv(self->fd, iov, 2, PAGE), 2 * PAGE);
+	EXPECT_TRUE(check(buf, PAGE, 11));
+	EXPECT_TRUE(check(buf + PAGE, PAGE, 12));
+
+	/* Page 3 is missing: a short read; page 0 is: ENODATA. */
+	memset(buf, 0xaa, sizeof(buf));
+	EXPECT_EQ(pread(self->fd, buf, 4 * PAGE, PAGE), 2 * PAGE);
+	EXPECT_TRUE(check(buf + PAGE, PAGE, 12));
+	EXPECT_EQ(pread(self->fd, buf, 2 * PAGE, 0), -1);
+	EXPECT_EQ(errno, ENODATA);
+	/* Reading a missing page neither waits nor posts a fault. */
+	EXPECT_EQ(count_missing(self->fd, 0, PAGE, NULL), 1);
+
+	/* Zeroed and punched pages read as zeroes. */
+	ASSERT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ZERO, 4 * PAGE, PAGE, NULL),
+		  0);
+	ASSERT_EQ(fallocate(self->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			    2 * PAGE, PAGE), 0);
+	memset(buf, 0xaa, sizeof(buf));
+	EXPECT_EQ(pread(self->fd, buf, PAGE, 4 * PAGE), PAGE);
+	EXPECT_TRUE(all_zero(buf, PAGE));
+	EXPECT_EQ(pread(self->fd, buf, PAGE, 2 * PAGE), PAGE);
+	EXPECT_TRUE(all_zero(buf, PAGE));
+
+	/* Unaligned: EINVAL; at or past the end: 0; a bad buffer: EFAULT. */
+	EXPECT_EQ(pread(self->fd, buf, PAGE, 100), -1);
+	EXPECT_EQ(errno, EINVAL);
+	EXPECT_EQ(pread(self->fd, buf, 100, PAGE), -1);
+	EXPECT_EQ(errno, EINVAL);
+	EXPECT_EQ(pread(self->fd, buf, PAGE, SIZE), 0);
+	EXPECT_EQ(pread(self->fd, buf, 2 * PAGE, SIZE - PAGE), -1);
+	EXPECT_EQ(errno, ENODATA);
+	EXPECT_EQ(pread(self->fd, unmapped_page(), PAGE, PAGE), -1);
+	EXPECT_EQ(errno, EFAULT);
+
+	/*
+	 * A guest_memfd without the userfault mode: what was written through
+	 * its mapping, and zeroes where nothing was.
+	 */
+	plain = create_gmem(self->vm, 2 * PAGE, GUEST_MEMFD_FLAG_MMAP |
+			    GUEST_MEMFD_FLAG_INIT_SHARED);
+	ASSERT_GE(plain, 0) TH_LOG("%s", strerror(errno));
+	{
+		char *m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE,
+			       MAP_SHARED, plain, 0);
+
+		ASSERT_NE(m, MAP_FAILED);
+		fill(m + PAGE, PAGE, 21);
+		memset(buf, 0xaa, sizeof(buf));
+		EXPECT_EQ(pread(plain, buf, 2 * PAGE, 0), 2 * PAGE);
+		EXPECT_TRUE(all_zero(buf, PAGE));
+		EXPECT_TRUE(check(buf + PAGE, PAGE, 21));
+		munmap(m, 2 * PAGE);
+	}
+	close(plain);
 }
 
 TEST_F(uf, bad_input)

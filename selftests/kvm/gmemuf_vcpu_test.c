@@ -819,7 +819,7 @@ TEST_F_TIMEOUT(region, every_page_on_demand, UF_TIMEOUT)
 	struct vcpu_ctx ctx[NR_VCPUS] = {};
 	struct kvm_vcpu *vcpus[NR_VCPUS];
 	u8 *shared = NULL;
-	u64 *mem = NULL;
+	u64 *mem = NULL, *buf;
 	struct server srv;
 	struct kvm_vm *vm;
 	int i, fd, pipe_fd[2], status;
@@ -919,6 +919,12 @@ TEST_F_TIMEOUT(region, every_page_on_demand, UF_TIMEOUT)
 		/* No page is missing, so reading them cannot wait. */
 		host_check_guest_writes(mem, 0, UF_SIZE);
 	}
+	/* pread() gives the memory as the guest sees it, private too. */
+	buf = malloc(UF_SIZE);
+	TEST_ASSERT(buf, "malloc failed");
+	TEST_ASSERT_EQ(pread(fd, buf, UF_SIZE, 0), UF_SIZE);
+	host_check_guest_writes(buf, 0, UF_SIZE);
+	free(buf);
 
 	kvm_vm_free(vm);
 	if (mem)

@@ -42,6 +42,7 @@
 #define GMEMUF_FEATURE_VCPU_WAIT	_BITULL(3) /* vCPU faults wait */
 #define GMEMUF_FEATURE_VCPU_EXIT	_BITULL(4) /* GUEST_MEMFD_FLAG_USERFAULT_EXIT */
 #define GMEMUF_FEATURE_READ		_BITULL(5) /* read(), poll() on handlers */
+#define GMEMUF_FEATURE_GMEM_READ	_BITULL(6) /* pread() of guest memory */
 
 /*
  * A range of a userfault guest_memfd, for GMEMUF_IOC_ARM, _DISARM, _ZERO
