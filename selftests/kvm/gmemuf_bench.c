@@ -20,8 +20,10 @@
  *                       UFFDIO_CONTINUE
  *   wait_{shared,private}_{pwrite,uring}
  *                       gmemuf wait mode: a handler thread fetches records
- *                       with io_uring and populates with pwrite() or with
- *                       io_uring WRITEs
+ *                       with io_uring (a SINGLE_ISSUER | DEFER_TASKRUN ring)
+ *                       and populates with pwrite(), or with io_uring WRITEs
+ *                       submitted with the next fetch, in the
+ *                       io_uring_enter() that waits for it
  *   exit_self           gmemuf exit mode, the vCPU thread populating the page
  *                       itself before it enters again
  *   exit_handler        gmemuf exit mode, the vCPU thread handing the page to
@@ -345,18 +347,32 @@ static void gmem_serve(struct bench *b)
 	struct io_uring_cqe *cqe;
 	struct io_uring_sqe *sqe;
 	struct io_uring ring;
+	bool fetching = true;
 	u64 inflight = 0;
 	int hfd, r, i;
 
 	hfd = ioctl(b->fd, GMEMUF_IOC_HANDLER, 0);
 	TEST_ASSERT(hfd >= 0, "GMEMUF_IOC_HANDLER: errno %d", errno);
-	r = io_uring_queue_init(RING_ENTRIES, &ring, 0);
+	/*
+	 * As a handler thread that alone uses its ring would: completions of
+	 * parked fetches are task work, which DEFER_TASKRUN runs when the
+	 * thread waits for them, without signalling it.
+	 */
+	r = io_uring_queue_init(RING_ENTRIES, &ring,
+				IORING_SETUP_SINGLE_ISSUER |
+				IORING_SETUP_DEFER_TASKRUN);
 	TEST_ASSERT(!r, "io_uring_queue_init: %d", r);
 	gmem_prep_fetch(&ring, hfd, faults);
 
 	while (b->nr_served < b->pages || inflight) {
 		if (io_uring_peek_cqe(&ring, &cqe)) {
-			r = io_uring_submit_and_wait(&ring, 1);
+			/*
+			 * Wait for everything out: the WRITEs, which complete
+			 * as they are submitted unless they must block, and
+			 * the fetch, so that populating a batch, fetching the
+			 * next and waiting for it take one io_uring_enter().
+			 */
+			r = io_uring_submit_and_wait(&ring, inflight + fetching);
 			b->syscalls++;
 			TEST_ASSERT(r >= 0 || r == -EINTR,
 				    "io_uring_submit_and_wait: %d", r);
@@ -371,6 +387,7 @@ static void gmem_serve(struct bench *b)
 		}
 		r = cqe->res;
 		io_uring_cqe_seen(&ring, cqe);
+		fetching = false;
 		TEST_ASSERT(r > 0 && r <= FETCH_NR, "GMEMUF_CMD_FETCH gave %d",
 			    r);
 		for (i = 0; i < r; i++) {
@@ -387,8 +404,10 @@ static void gmem_serve(struct bench *b)
 			inflight++;
 		}
 		/* The records' buffer is free again once WRITEs are queued. */
-		if (b->nr_served < b->pages)
+		if (b->nr_served < b->pages) {
 			gmem_prep_fetch(&ring, hfd, faults);
+			fetching = true;
+		}
 	}
 	/* Closing the ring cancels the fetch still parked. */
 	io_uring_queue_exit(&ring);
