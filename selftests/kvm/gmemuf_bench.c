@@ -56,12 +56,17 @@
  *   slab_b          growth of /proc/meminfo's Slab in the timed window
  *
  *   gmemuf_bench [-m MiB per vCPU] [-n vCPUs,...] [-r rounds]
- *                [-t threads,...] [-M MiB for host modes] [-o mode]
+ *                [-t threads,...] [-M MiB for host modes] [-o mode] [-1]
+ *
+ * -1 runs every thread on the first CPU: a handoff between two threads is
+ * then a switch on one CPU, without a cross-CPU wake-up or an idle CPU
+ * (an experiment, to measure what those cost; make bench does not).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -894,8 +899,18 @@ int main(int argc, char *argv[])
 	int opt, r, k;
 	u64 features;
 
-	while ((opt = getopt(argc, argv, "m:n:r:t:M:o:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:n:r:t:M:o:1")) != -1) {
 		switch (opt) {
+		case '1': {
+			cpu_set_t one;
+
+			CPU_ZERO(&one);
+			CPU_SET(0, &one);
+			/* Inherited by every thread created from here on. */
+			TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one),
+				    "sched_setaffinity: errno %d", errno);
+			break;
+		}
 		case 'm':
 			mib = strtoull(optarg, NULL, 0);
 			break;
@@ -915,7 +930,7 @@ int main(int argc, char *argv[])
 			only = optarg;
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-m MiB] [-n vcpus,...] [-r rounds] [-t threads,...] [-M MiB] [-o mode]\n",
+			fprintf(stderr, "usage: %s [-m MiB] [-n vcpus,...] [-r rounds] [-t threads,...] [-M MiB] [-o mode] [-1]\n",
 				argv[0]);
 			return 2;
 		}
