@@ -40,6 +40,11 @@ DIAG_KVM_PROGS := gmemuf/kvm_churn
 # goes into BENCH_README.
 BENCH_ICOUNT ?= shift=3,sleep=off
 BENCH_ARGS ?=
+# icount,tcg; icount alone for a quicker run.
+BENCH_CONFIGS ?= icount,tcg
+# make bench-profile: the modes profiled, one run each, and the sizes.
+BENCH_PROFILE ?= wait_shared_pwrite,host_gmemuf,uffd_missing,uffd_minor
+BENCH_PROFILE_ARGS ?= -m 16 -n 1 -r 1 -t 1 -M 16
 BENCH_TIMEOUT ?= 1500
 BENCH_README ?= README.md
 # Debian's, for which python3-matplotlib is installed (scripts/deps.sh).
@@ -58,7 +63,7 @@ SOAK_MIB ?= 400
 
 .PHONY: all help deps kernel kernel-release headers lib man install tests \
 	initramfs check check-host check-harness check-vm demo stress \
-	stress-initramfs bench fuzz soak shell patches checkpatch patches-absorb \
+	stress-initramfs bench bench-profile fuzz soak shell patches checkpatch patches-absorb \
 	patches-bisect clean distclean \
 	qemu qemu-guest qemu-initramfs qemu-demo
 
@@ -81,6 +86,7 @@ help:
 	@echo 'make stress          the examples RUNS times (20) in the VM, beside'
 	@echo '                     SPINNERS host busy loops (one per CPU)'
 	@echo 'make bench           the benchmark, on the release kernel, one boot'
+	@echo 'make bench-profile   perf profiles of some of its modes, in the VM'
 	@echo '                     under -icount and one under plain TCG'
 	@echo 'make fuzz            boot the VM and run the UAPI fuzzer'
 	@echo '                     (FUZZ_SECONDS=300 FUZZ_SEED=n FUZZ_ARGS=...)'
@@ -198,8 +204,27 @@ bench: kernel-release initramfs
 	@$(BENCH_PYTHON) scripts/bench.py --kernel $$(cat $(O)/bzImage-release.path) \
 		--initrd $(O)/initramfs.cpio.gz --list $(RUN_LIST) \
 		--out $(O)/bench --icount $(BENCH_ICOUNT) \
+		--configs $(BENCH_CONFIGS) \
 		--timeout $(BENCH_TIMEOUT) --readme $(BENCH_README) \
 		$(if $(BENCH_ARGS),--bench-args "$(BENCH_ARGS)")
+
+# The modes of BENCH_PROFILE, each alone under perf record -a -g in one boot
+# of the release kernel under -icount, with the host's perf and its libraries
+# packed into the initramfs: the reports in $(O)/bench-profile/icount/
+# profile.txt (scripts/vm-bench --profile), the rates of those runs in
+# bench.md. The README is left alone.
+bench-profile: kernel-release tests
+	@PERF=$$(command -v perf) && [ -n "$$PERF" ] || \
+		{ echo "make bench-profile: no perf (apt-get install linux-perf)" >&2; exit 1; }; \
+	PERF=$$(readlink -f $$(command -v perf)) scripts/initramfs.sh \
+		$(O)/profile.cpio.gz $(RUN_LIST) \
+		$$(awk '!/^#/ && NF { print "$(O)/tests/" $$3 }' $(RUN_LIST) | sort -u) \
+		$(BENCH_BINS)
+	@$(BENCH_PYTHON) scripts/bench.py --kernel $$(cat $(O)/bzImage-release.path) \
+		--initrd $(O)/profile.cpio.gz --list $(RUN_LIST) \
+		--out $(O)/bench-profile --icount $(BENCH_ICOUNT) --configs icount \
+		--timeout $(BENCH_TIMEOUT) --profile $(BENCH_PROFILE) \
+		--bench-args "$(BENCH_PROFILE_ARGS)"
 
 # The UAPI fuzzer (selftests/kvm/gmemuf_fuzz.c) in the VM, for FUZZ_SECONDS.
 # Its arguments reach the VM's /init on the kernel command line, with

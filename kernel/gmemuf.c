@@ -526,8 +526,8 @@ static int gmemuf_populate_page(struct gmemuf *uf, struct inode *inode,
 
 	if (from) {
 		/*
-		 * The source was faulted in by the caller, but it may be gone
-		 * again; page faults are not taken with the folio locked.
+		 * Page faults are not taken with the folio locked: the caller
+		 * faults the source in and tries again if it was not there.
 		 */
 		if (copy_folio_from_iter_atomic(folio, 0, PAGE_SIZE, from) !=
 		    PAGE_SIZE) {
@@ -555,13 +555,21 @@ out:
 #define GMEMUF_POPULATE_RUN	64
 
 /*
- * Populate [start, end) a run of pages at a time: fault the source of the run
- * in, take invalidate_lock, populate its pages in order, drop the lock.
- * Returns the number of pages populated, or the error of the first page if
- * none was. With @nowait (IOCB_NOWAIT), it stops with -EAGAIN where it would
- * block: on invalidate_lock, which an arm holds exclusive, or on a folio it
- * cannot lock or allocate at once. The source is faulted in as for any
- * buffered write that is not to block.
+ * Populate [start, end) a run of pages at a time: take invalidate_lock,
+ * populate the run's pages in order, drop the lock. Returns the number of
+ * pages populated, or the error of the first page if none was. With @nowait
+ * (IOCB_NOWAIT), it stops with -EAGAIN where it would block: on
+ * invalidate_lock, which an arm holds exclusive, or on a folio it cannot
+ * lock or allocate at once.
+ *
+ * The source is copied without page faults, with the folio locked. A
+ * handler's source is almost always resident (it just received the page, or
+ * read it from a snapshot), so the first run is tried as it is; where a copy
+ * would fault, the lock is dropped, and that run and the following ones are
+ * faulted in before they are copied, as for any buffered write, including
+ * one that is not to block. Faulting in first each time would walk the
+ * source's page tables twice per page for nothing, which for a single-page
+ * populate costs about as much as taking the locks.
  */
 static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 			    pgoff_t start, pgoff_t end, struct iov_iter *from,
@@ -569,6 +577,7 @@ static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 {
 	struct address_space *mapping = inode->i_mapping;
 	pgoff_t index = start, run_end;
+	bool fault_in = false;
 	size_t before, len;
 	int r = 0;
 
@@ -579,11 +588,12 @@ static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 		}
 
 		/*
-		 * Fault the source of the run in before taking any lock, and
-		 * cut the run short where the source cannot be read.
+		 * Once a copy has faulted: fault the source of the run in
+		 * before taking any lock, and cut the run short where the
+		 * source cannot be read.
 		 */
 		run_end = min_t(pgoff_t, end, index + GMEMUF_POPULATE_RUN);
-		if (from) {
+		if (from && fault_in) {
 			len = (size_t)(run_end - index) << PAGE_SHIFT;
 			len -= fault_in_iov_iter_readable(from, len);
 			run_end = index + (len >> PAGE_SHIFT);
@@ -604,11 +614,12 @@ static long gmemuf_populate(struct gmemuf *uf, struct inode *inode,
 			r = gmemuf_populate_page(uf, inode, index, from, nowait);
 			if (r == -EFAULT && from) {
 				/*
-				 * The source went away under us: fault it in
-				 * again, in the next run.
+				 * The source is not there, or went away under
+				 * us: fault it in, in the next run.
 				 */
 				iov_iter_revert(from,
 						before - iov_iter_count(from));
+				fault_in = true;
 				r = 0;
 				break;
 			}

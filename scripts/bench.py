@@ -16,6 +16,11 @@ and, with --readme, replaces the README's table (between the markers
   bench.py --kernel BZIMAGE --initrd CPIO --list LIST --out DIR
            [--icount SPEC] [--configs icount,tcg] [--bench-args ARGS]
   bench.py --report DIR [--readme README.md]   (report from the logs again)
+  bench.py ... --configs icount --profile MODE,...   (make bench-profile)
+
+With --profile, the VM runs each of the modes named alone, under perf
+(scripts/vm-bench --profile; the initramfs must have perf), and
+profile.txt in --out gets perf's reports; bench.md the rates of those runs.
 
 The benchmark is a measurement: it fails if a mode does not work or the
 kernel reports a problem, never because a goal is missed.
@@ -264,6 +269,23 @@ def write_csv(results, path):
                            [""] * (len(FIELDS) - 6))
 
 
+def write_profile(log, path):
+    """The perf reports of scripts/vm-bench --profile, out of its log."""
+    keep, out = False, []
+    with open(log, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\r\n")
+            if line.startswith("# profile-begin"):
+                keep = True
+            if keep:
+                out.append(line)
+            if line.startswith("# profile-end"):
+                keep = False
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    print(f"  PROFILE {path}")
+
+
 def update_readme(path, md):
     begin, end = "<!-- bench-begin -->", "<!-- bench-end -->"
     with open(path) as f:
@@ -323,7 +345,11 @@ def main():
     ap.add_argument("--report", action="store_true",
                     help="only report, from the logs in --out")
     ap.add_argument("--qemu", default="qemu-system-x86_64")
+    ap.add_argument("--profile", default="",
+                    help="modes to run under perf, comma-separated")
     args = ap.parse_args()
+    if args.profile:
+        args.bench_args = f"--profile {args.profile} {args.bench_args}"
 
     configs = args.configs.split(",")
     os.makedirs(args.out, exist_ok=True)
@@ -355,6 +381,8 @@ def main():
         log = os.path.join(args.out, c, "tests.log")
         if not os.path.exists(log):
             continue
+        if args.profile:
+            write_profile(log, os.path.join(args.out, c, "profile.txt"))
         rows, dpt, vmconf = parse_log(log)
         if rows:
             results.append((c, rows, dpt, vmconf))

@@ -10,8 +10,8 @@ pkgs=(
 	# the kernel
 	build-essential bc bison flex libelf-dev libssl-dev cpio kmod rsync
 	xz-utils zstd python3 perl ccache
-	# make bench: its plot
-	python3-matplotlib
+	# make bench: its plot; make bench-profile: perf, packed into the VM
+	python3-matplotlib linux-perf
 	# the test VM
 	qemu-system-x86 busybox-static file
 	# the library, the tests, the examples

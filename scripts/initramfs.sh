@@ -7,7 +7,9 @@
 #   initramfs.sh <out.cpio.gz> <run list> <file>...
 #
 # Every file must be a static binary or a script busybox can run: the VM has
-# no libraries.
+# no libraries. The one exception is PERF=<path to perf> (make
+# bench-profile): that binary goes in as /usr/bin/perf with the libraries
+# ldd finds for it, at their own paths, dynamic loader included.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +38,17 @@ for f in "$@"; do
 	fi
 	cp "$f" "$root/tests/"
 done
+
+if [ -n "${PERF:-}" ]; then
+	mkdir -p "$root/usr/bin"
+	cp "$PERF" "$root/usr/bin/perf"
+	# "libc.so.6 => /lib/.../libc.so.6 (0x...)", and the loader's own line.
+	for lib in $(ldd "$PERF" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }
+					$1 ~ /^\// { print $1 }'); do
+		mkdir -p "$root$(dirname "$lib")"
+		cp -L "$lib" "$root$lib"
+	done
+fi
 
 (cd "$root" && find . -print0 | LC_ALL=C sort -z |
 	cpio --null -o -H newc --quiet --owner=0:0) >"$out.tmp"

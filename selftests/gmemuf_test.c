@@ -1923,6 +1923,35 @@ TEST_F(uf, pwrite_from_half_readable_page)
 }
 
 /*
+ * A source that is readable but not mapped yet: a fresh mapping of a memfd
+ * that holds the data. Populate's first copy, which takes no page fault,
+ * fails; it faults the source in and copies again: every page is written,
+ * whole, and the write is not short.
+ */
+TEST_F(uf, pwrite_from_a_source_not_mapped_yet)
+{
+	const unsigned long first = 30, n = 3;
+	char buf[3 * PAGE], *src;
+	unsigned long i;
+	int mfd;
+
+	mfd = memfd_create("gmemuf-src", MFD_CLOEXEC);
+	ASSERT_GE(mfd, 0);
+	for (i = 0; i < n; i++)
+		fill(buf + i * PAGE, PAGE, first + i);
+	ASSERT_EQ(write(mfd, buf, n * PAGE), n * PAGE);
+	src = mmap(NULL, n * PAGE, PROT_READ, MAP_SHARED, mfd, 0);
+	ASSERT_NE(src, MAP_FAILED);
+	EXPECT_EQ(pwrite(self->fd, src, n * PAGE, first * PAGE), n * PAGE);
+	EXPECT_EQ(count_missing(self->fd, first * PAGE, n * PAGE, NULL), 0);
+	for (i = 0; i < n; i++)
+		EXPECT_TRUE(check(self->mem + (first + i) * PAGE, PAGE,
+				  first + i));
+	munmap(src, n * PAGE);
+	close(mfd);
+}
+
+/*
  * A write of many runs of pages (a run is populated under one hold of the
  * lock) whose source turns unreadable part-way: a short write of the pages
  * before, each with its contents, and the rest left missing.

@@ -20,8 +20,10 @@
  *                       UFFDIO_CONTINUE
  *   wait_{shared,private}_{pwrite,uring}
  *                       gmemuf wait mode: a handler thread fetches records
- *                       with io_uring and populates with pwrite() or with
- *                       io_uring WRITEs
+ *                       with io_uring (a SINGLE_ISSUER | DEFER_TASKRUN ring)
+ *                       and populates with pwrite(), or with io_uring WRITEs
+ *                       submitted with the next fetch, in the
+ *                       io_uring_enter() that waits for it
  *   exit_self           gmemuf exit mode, the vCPU thread populating the page
  *                       itself before it enters again
  *   exit_handler        gmemuf exit mode, the vCPU thread handing the page to
@@ -54,12 +56,17 @@
  *   slab_b          growth of /proc/meminfo's Slab in the timed window
  *
  *   gmemuf_bench [-m MiB per vCPU] [-n vCPUs,...] [-r rounds]
- *                [-t threads,...] [-M MiB for host modes] [-o mode]
+ *                [-t threads,...] [-M MiB for host modes] [-o mode] [-1]
+ *
+ * -1 runs every thread on the first CPU: a handoff between two threads is
+ * then a switch on one CPU, without a cross-CPU wake-up or an idle CPU
+ * (an experiment, to measure what those cost; make bench does not).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,18 +352,32 @@ static void gmem_serve(struct bench *b)
 	struct io_uring_cqe *cqe;
 	struct io_uring_sqe *sqe;
 	struct io_uring ring;
+	bool fetching = true;
 	u64 inflight = 0;
 	int hfd, r, i;
 
 	hfd = ioctl(b->fd, GMEMUF_IOC_HANDLER, 0);
 	TEST_ASSERT(hfd >= 0, "GMEMUF_IOC_HANDLER: errno %d", errno);
-	r = io_uring_queue_init(RING_ENTRIES, &ring, 0);
+	/*
+	 * As a handler thread that alone uses its ring would: completions of
+	 * parked fetches are task work, which DEFER_TASKRUN runs when the
+	 * thread waits for them, without signalling it.
+	 */
+	r = io_uring_queue_init(RING_ENTRIES, &ring,
+				IORING_SETUP_SINGLE_ISSUER |
+				IORING_SETUP_DEFER_TASKRUN);
 	TEST_ASSERT(!r, "io_uring_queue_init: %d", r);
 	gmem_prep_fetch(&ring, hfd, faults);
 
 	while (b->nr_served < b->pages || inflight) {
 		if (io_uring_peek_cqe(&ring, &cqe)) {
-			r = io_uring_submit_and_wait(&ring, 1);
+			/*
+			 * Wait for everything out: the WRITEs, which complete
+			 * as they are submitted unless they must block, and
+			 * the fetch, so that populating a batch, fetching the
+			 * next and waiting for it take one io_uring_enter().
+			 */
+			r = io_uring_submit_and_wait(&ring, inflight + fetching);
 			b->syscalls++;
 			TEST_ASSERT(r >= 0 || r == -EINTR,
 				    "io_uring_submit_and_wait: %d", r);
@@ -371,6 +392,7 @@ static void gmem_serve(struct bench *b)
 		}
 		r = cqe->res;
 		io_uring_cqe_seen(&ring, cqe);
+		fetching = false;
 		TEST_ASSERT(r > 0 && r <= FETCH_NR, "GMEMUF_CMD_FETCH gave %d",
 			    r);
 		for (i = 0; i < r; i++) {
@@ -387,8 +409,10 @@ static void gmem_serve(struct bench *b)
 			inflight++;
 		}
 		/* The records' buffer is free again once WRITEs are queued. */
-		if (b->nr_served < b->pages)
+		if (b->nr_served < b->pages) {
 			gmem_prep_fetch(&ring, hfd, faults);
+			fetching = true;
+		}
 	}
 	/* Closing the ring cancels the fetch still parked. */
 	io_uring_queue_exit(&ring);
@@ -418,7 +442,11 @@ static void exit_serve(struct bench *b)
 static void *handler_thread(void *arg)
 {
 	struct bench *b = arg;
-	double t0 = thread_cpu_us();
+	double t0;
+
+	/* Named for make bench-profile's perf report, which sorts by thread. */
+	pthread_setname_np(pthread_self(), "handler");
+	t0 = thread_cpu_us();
 
 	switch (b->m->handler) {
 	case H_UFFD_COPY:
@@ -472,8 +500,11 @@ static void *vcpu_thread(void *arg)
 	struct kvm_run *run = c->vcpu->run;
 	struct ucall uc;
 	bool timed = false;
+	char name[16];
 	int r;
 
+	snprintf(name, sizeof(name), "vcpu%d", c->idx);
+	pthread_setname_np(pthread_self(), name);
 	for (;;) {
 		c->syscalls += timed;
 		r = __vcpu_run(c->vcpu);
@@ -735,8 +766,11 @@ static void *host_thread(void *arg)
 	struct host_ctx *h = arg;
 	struct bench *b = h->b;
 	struct timespec t0, t1;
+	char name[16];
 	u64 p, val;
 
+	snprintf(name, sizeof(name), "reader%lu", h->first / h->nr);
+	pthread_setname_np(pthread_self(), name);
 	pthread_barrier_wait(&b->go);
 	for (p = h->first; p < h->first + h->nr; p++) {
 		clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -865,8 +899,18 @@ int main(int argc, char *argv[])
 	int opt, r, k;
 	u64 features;
 
-	while ((opt = getopt(argc, argv, "m:n:r:t:M:o:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:n:r:t:M:o:1")) != -1) {
 		switch (opt) {
+		case '1': {
+			cpu_set_t one;
+
+			CPU_ZERO(&one);
+			CPU_SET(0, &one);
+			/* Inherited by every thread created from here on. */
+			TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one),
+				    "sched_setaffinity: errno %d", errno);
+			break;
+		}
 		case 'm':
 			mib = strtoull(optarg, NULL, 0);
 			break;
@@ -886,7 +930,7 @@ int main(int argc, char *argv[])
 			only = optarg;
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-m MiB] [-n vcpus,...] [-r rounds] [-t threads,...] [-M MiB] [-o mode]\n",
+			fprintf(stderr, "usage: %s [-m MiB] [-n vcpus,...] [-r rounds] [-t threads,...] [-M MiB] [-o mode] [-1]\n",
 				argv[0]);
 			return 2;
 		}
