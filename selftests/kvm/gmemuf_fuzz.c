@@ -19,7 +19,8 @@
  * ended by the ring's exit; handlers that poll() and read() their records
  * instead, with short and unwritable buffers among them; hole punch and allocation; touches of the
  * mappings from user mode and from the kernel, and mappings made and
- * unmapped; memslots deleted and bound again; private/shared conversion;
+ * unmapped; pread() of present and missing pages, private memory too;
+ * memslots deleted and bound again; private/shared conversion;
  * vCPUs reading and writing pages, kicked by signals, and
  * KVM_PRE_FAULT_MEMORY; guest_memfds created with any flags and sizes (up
  * to 128 TiB: EFBIG past GMEMUF_SIZE_MAX), 256 handlers attached to one
@@ -302,6 +303,7 @@ struct world {
 	u64 resolve_ms;
 	_Atomic bool stop;
 	bool has_prefault;
+	bool has_gmem_read;	/* GMEMUF_FEATURE_GMEM_READ: pread() */
 	pthread_mutex_t fail_lock;
 	/*
 	 * Held over the 256 handlers of enospc_op() and over a fork: a child
@@ -1417,20 +1419,53 @@ static void verify_locked(struct ufile *f, u64 page, u64 n)
 	}
 }
 
+/*
+ * The same with pread(), mapped or not (private memory too): a present page
+ * reads exactly what the shadow says; a missing one fails with ENODATA, or,
+ * if the kernel has it already (a populate whose shadow update is still to
+ * come), reads a whole page.
+ */
+static void verify_pread_locked(struct ufile *f, u64 page, u64 n)
+{
+	static __thread u64 buf[WORDS];
+	char why[200];
+	ssize_t r;
+	u64 i;
+
+	for (i = 0; i < n; i++) {
+		bool present = atomic_load(&f->pg[page + i].present);
+
+		r = pread(f->fd, buf, PG, (page + i) * PG);
+		if (r != (ssize_t)PG && (present || r != -1 || errno != ENODATA))
+			fail("pread of %s page %llu of file %d: %zd errno %d",
+			     present ? "present" : "missing",
+			     (unsigned long long)(page + i), f->idx, r, errno);
+		if (present &&
+		    check_words(f, page + i, buf,
+				atomic_load(&f->pg[page + i].gen), f->tag, why,
+				sizeof(why)))
+			fail("present page %llu of file %d read with pread: %s",
+			     (unsigned long long)(page + i), f->idx, why);
+	}
+}
+
 static void verify_op(struct thr *t)
 {
 	struct ufile *f = &W.f[below(&t->rng, NR_FILES)];
 	struct oplog *l;
 	u64 page, n;
 
-	if (!f->mapped)
+	if (!f->mapped && !W.has_gmem_read)
 		return;
 	pick_range(&t->rng, f, &page, &n);
 	if (n > 64)
 		n = 64;
 	l = op_begin(OP_verify, f->idx, page, n);
 	lock_pages(f, page, n);
-	verify_locked(f, page, n);
+	if (f->mapped)
+		verify_locked(f, page, n);
+	if (W.has_gmem_read)
+		verify_pread_locked(f, page, n);
 	unlock_pages(f, page, n);
 	op_end(l, 0, 0);
 }
@@ -2938,6 +2973,8 @@ static int worker(int proc)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
 	W.has_prefault = kvm_has_cap(KVM_CAP_PRE_FAULT_MEMORY);
+	W.has_gmem_read = kvm_check_cap(KVM_CAP_GUEST_MEMFD_USERFAULT) &
+			  GMEMUF_FEATURE_GMEM_READ;
 	for (i = 0; i < NR_FILES; i++)
 		file_create(&W.f[i], i, &r);
 	printf("gmemuf_fuzz: proc %d: %s VM, files of %llu, %llu, %llu pages (flags 0x%llx 0x%llx 0x%llx), %d vCPUs, resolve after %llu ms\n",
