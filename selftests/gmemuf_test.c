@@ -1036,8 +1036,9 @@ TEST_F(uf, punch_hole)
 }
 
 /*
- * pread() gives a page's contents; a hole reads as zeroes; a missing page has
- * none: the read stops before it, or fails with ENODATA if it is the first.
+ * pread(), preadv(), read() and io_uring's READ give a page's contents; a
+ * hole reads as zeroes; a missing page has none: the read stops before it,
+ * or fails with ENODATA if it is the first, and posts no fault.
  */
 TEST_F(uf, pread_reads_present_pages)
 {
@@ -1046,7 +1047,10 @@ TEST_F(uf, pread_reads_present_pages)
 		{ .iov_base = buf, .iov_len = PAGE },
 		{ .iov_base = buf + PAGE, .iov_len = PAGE },
 	};
+	struct io_uring_cqe *cqe;
+	struct io_uring ring;
 	int plain;
+	char *m;
 
 	ASSERT_EQ(populate(self->fd, 1, 11), PAGE);
 	ASSERT_EQ(populate(self->fd, 2, 12), PAGE);
@@ -1066,6 +1070,23 @@ TEST_F(uf, pread_reads_present_pages)
 	EXPECT_EQ(errno, ENODATA);
 	/* Reading a missing page neither waits nor posts a fault. */
 	EXPECT_EQ(count_missing(self->fd, 0, PAGE, NULL), 1);
+	EXPECT_EQ(fdinfo_field(self->fd, "gmemuf_pending"), 0);
+	/* read() at the file position, 0: page 0 is missing. */
+	EXPECT_EQ(read(self->fd, buf, PAGE), -1);
+	EXPECT_EQ(errno, ENODATA);
+
+	/* io_uring's READ, at an offset. */
+	ASSERT_EQ(io_uring_queue_init(2, &ring, 0), 0);
+	memset(buf, 0xaa, sizeof(buf));
+	io_uring_prep_read(io_uring_get_sqe(&ring), self->fd, buf, 2 * PAGE,
+			   PAGE);
+	ASSERT_EQ(io_uring_submit(&ring), 1);
+	ASSERT_EQ(io_uring_wait_cqe(&ring, &cqe), 0);
+	EXPECT_EQ(cqe->res, 2 * PAGE);
+	io_uring_cqe_seen(&ring, cqe);
+	io_uring_queue_exit(&ring);
+	EXPECT_TRUE(check(buf, PAGE, 11));
+	EXPECT_TRUE(check(buf + PAGE, PAGE, 12));
 
 	/* Zeroed and punched pages read as zeroes. */
 	ASSERT_EQ(range_ioctl(self->fd, GMEMUF_IOC_ZERO, 4 * PAGE, PAGE, NULL),
@@ -1096,18 +1117,14 @@ TEST_F(uf, pread_reads_present_pages)
 	plain = create_gmem(self->vm, 2 * PAGE, GUEST_MEMFD_FLAG_MMAP |
 			    GUEST_MEMFD_FLAG_INIT_SHARED);
 	ASSERT_GE(plain, 0) TH_LOG("%s", strerror(errno));
-	{
-		char *m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE,
-			       MAP_SHARED, plain, 0);
-
-		ASSERT_NE(m, MAP_FAILED);
-		fill(m + PAGE, PAGE, 21);
-		memset(buf, 0xaa, sizeof(buf));
-		EXPECT_EQ(pread(plain, buf, 2 * PAGE, 0), 2 * PAGE);
-		EXPECT_TRUE(all_zero(buf, PAGE));
-		EXPECT_TRUE(check(buf + PAGE, PAGE, 21));
-		munmap(m, 2 * PAGE);
-	}
+	m = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, plain, 0);
+	ASSERT_NE(m, MAP_FAILED);
+	fill(m + PAGE, PAGE, 21);
+	memset(buf, 0xaa, sizeof(buf));
+	EXPECT_EQ(pread(plain, buf, 2 * PAGE, 0), 2 * PAGE);
+	EXPECT_TRUE(all_zero(buf, PAGE));
+	EXPECT_TRUE(check(buf + PAGE, PAGE, 21));
+	munmap(m, 2 * PAGE);
 	close(plain);
 }
 
